@@ -1,0 +1,210 @@
+"""Kafka bus (kafka-python): the deployment path.
+
+Producer: acks=all, lz4 (gzip if lz4 is missing), errors surface at `flush`. Consumer: a consumer group
+with auto-commit off — the writer commits after the store acknowledged — and a rebalance listener so
+the writer knows which partitions are newly its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kafka_errors
+from kafka.admin import NewTopic
+from kafka.codec import has_lz4
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTP
+
+from pipeline.bus.base import Bus, BusError, BusUnavailable, Consumer, Message, TopicPartition, Topics
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+_TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.NoBrokersAvailable, kafka_errors.KafkaConnectionError)
+
+
+def _raise_as_bus_error(exc: Exception, what: str) -> None:
+    if isinstance(exc, _TRANSIENT):
+        raise BusUnavailable(f"Kafka unreachable while {what}: {exc}") from exc
+    raise BusError(f"Kafka error while {what}: {exc}") from exc
+
+
+class KafkaBus(Bus):
+    name = "kafka"
+
+    def __init__(self, bootstrap: str, topics: Topics | None = None, client_id: str = "ganzhi",
+                 request_timeout_ms: int = 30000):
+        self.bootstrap = bootstrap
+        self.topics = topics or Topics()
+        self.client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
+        self._producer: KafkaProducer | None = None
+        self._pending: list[Any] = []
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    client_id=self.client_id,
+                    acks="all",
+                    linger_ms=20,
+                    batch_size=1024 * 1024,
+                    compression_type="lz4" if has_lz4() else "gzip",
+                    max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+                    request_timeout_ms=self._request_timeout_ms,
+                    retries=5,
+                )
+            except Exception as exc:
+                _raise_as_bus_error(exc, "connecting the producer")
+        assert self._producer is not None
+        return self._producer
+
+    def publish(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        try:
+            self._pending.append(self._get_producer().send(topic, value=value, key=key, headers=headers or []))
+        except BusError:
+            raise
+        except Exception as exc:
+            _raise_as_bus_error(exc, f"publishing to {topic}")
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        if self._producer is None:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            self._producer.flush(timeout=timeout_s)
+            for future in pending:
+                future.get(timeout=0)
+        except Exception as exc:
+            _raise_as_bus_error(exc, "flushing the producer")
+
+    # -- admin and consuming -----------------------------------------------------------------
+
+    def _admin(self) -> KafkaAdminClient:
+        try:
+            return KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin",
+                                    request_timeout_ms=self._request_timeout_ms)
+        except Exception as exc:
+            _raise_as_bus_error(exc, "connecting the admin client")
+            raise  # unreachable; keeps type checkers content
+
+    def ensure_topics(self, partitions: int) -> None:
+        admin = self._admin()
+        try:
+            existing = set(admin.list_topics())
+            wanted = [
+                NewTopic(t, partitions if t != self.topics.deadletter else 1, 1,
+                         topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES + 64 * 1024)})
+                for t in self.topics.all()
+                if t not in existing
+            ]
+            if wanted:
+                with contextlib.suppress(kafka_errors.TopicAlreadyExistsError):  # a concurrent creator won
+                    admin.create_topics(wanted)
+        except BusError:
+            raise
+        except Exception as exc:
+            _raise_as_bus_error(exc, "creating topics")
+        finally:
+            admin.close()
+
+    def describe(self) -> str:
+        admin = self._admin()
+        try:
+            cluster = admin.describe_cluster()
+            version = ".".join(str(v) for v in admin._client.config.get("api_version") or ())
+        finally:
+            admin.close()
+        return (f"Kafka at {self.bootstrap} (cluster {cluster.get('cluster_id')}, "
+                f"{len(cluster.get('brokers', []))} broker(s), protocol API version {version or 'unknown'})")
+
+    def consumer(self, topics: list[str], group: str) -> Consumer:
+        return _KafkaConsumer(self, topics, group)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=10)
+            finally:
+                self._producer.close(timeout=10)
+                self._producer = None
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.new: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.new.update((tp.topic, tp.partition) for tp in assigned)
+
+
+class _KafkaConsumer(Consumer):
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str):
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bus.bootstrap,
+                client_id=f"{bus.client_id}-{group}",
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES * 2,
+                session_timeout_ms=10000,
+                heartbeat_interval_ms=2000,
+                max_poll_interval_ms=600000,
+                request_timeout_ms=max(bus._request_timeout_ms, 20000),
+            )
+        except Exception as exc:
+            _raise_as_bus_error(exc, "connecting the consumer")
+        self._listener = _Listener()
+        self._consumer.subscribe(topics, listener=self._listener)
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except Exception as exc:
+            _raise_as_bus_error(exc, "polling")
+            raise
+        out: list[Message] = []
+        for tp, records in batches.items():
+            for r in records:
+                headers = tuple((k, v or b"") for k, v in (r.headers or ()))
+                out.append(Message(tp.topic, tp.partition, r.offset, r.value or b"", r.key, headers))
+        return out
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self._consumer.commit({KafkaTP(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        except Exception as exc:
+            _raise_as_bus_error(exc, "committing offsets")
+
+    def take_new_assignments(self) -> set[TopicPartition]:
+        new, self._listener.new = self._listener.new, set()
+        return new
+
+    def lag(self) -> dict[TopicPartition, int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = self._consumer.end_offsets(assigned)
+        return {(tp.topic, tp.partition): max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as exc:  # closing a consumer of a dead broker must not mask the real error
+            log.warning("closing Kafka consumer: %s", exc)

@@ -1,0 +1,68 @@
+"""Runtime configuration: environment variables, overridden by CLI options.
+
+| variable | meaning | default |
+|---|---|---|
+| GANZHI_HOME | data directory for embedded mode | ./.ganzhi |
+| GANZHI_KAFKA | Kafka bootstrap servers (host:port,...) — unset: in-process bus | unset |
+| GANZHI_CLICKHOUSE | ClickHouse URL clickhouse://host:9000/db — unset: embedded chDB | unset |
+| GANZHI_RETENTION_DAYS | days rows are kept after they were received (0 = forever) | 180 |
+| GANZHI_EVENTS_PARTITIONS | partitions of ganzhi.events when Ganzhi creates it | 6 |
+| GANZHI_TOPIC_PREFIX | topic names are <prefix>.events, <prefix>.deadletter, <prefix>.alerts | ganzhi |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_RETENTION_DAYS = 180  # MLPS 2.0 level 3: logs kept at least six months
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    kafka: str | None = None
+    clickhouse: str | None = None
+    database: str = "ganzhi"
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    events_partitions: int = 6
+    topic_prefix: str = "ganzhi"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.kafka and not self.clickhouse
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        try:
+            settings = cls(
+                home=Path(env.get("GANZHI_HOME", ".ganzhi")),
+                kafka=env.get("GANZHI_KAFKA") or None,
+                clickhouse=env.get("GANZHI_CLICKHOUSE") or None,
+                retention_days=int(env.get("GANZHI_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)),
+                events_partitions=int(env.get("GANZHI_EVENTS_PARTITIONS", 6)),
+                topic_prefix=env.get("GANZHI_TOPIC_PREFIX", "ganzhi"),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad numeric environment setting: {exc}") from None
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not _IDENT.match(self.database):
+            raise ConfigError(f"database name {self.database!r} must be a plain identifier")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", self.topic_prefix):
+            raise ConfigError(f"topic prefix {self.topic_prefix!r} may hold only letters, digits, '.', '_' and '-'")
+        if self.retention_days < 0:
+            raise ConfigError("retention days must be >= 0 (0 keeps data forever)")
+        if self.clickhouse and not self.clickhouse.startswith(("clickhouse://", "clickhouses://")):
+            raise ConfigError(f"--clickhouse must look like clickhouse://host:9000/db, got {self.clickhouse!r}")

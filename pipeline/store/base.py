@@ -1,0 +1,205 @@
+"""The store interface: one API over embedded chDB and a ClickHouse server, the same SQL on both.
+
+Queries take ClickHouse's server-side parameters (`{name:Type}` placeholders + a params dict), never
+string formatting. Results come back as `QueryResult` with values normalized to the same Python types
+on both engines (IPs as text with IPv4 unmapped, times as aware UTC datetimes), so the two modes answer
+identically.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pipeline.schema import FIELDS
+from pipeline.store.ddl import DEADLETTER_COLUMNS, all_ddl
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000}
+
+
+class StoreError(RuntimeError):
+    """The store refused or could not run a statement (message says which and why)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now; retrying later may succeed."""
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+class Store(ABC):
+    """A ClickHouse database holding Ganzhi's tables."""
+
+    database: str
+    retention_days: int
+    engine: str  # "chdb" or "clickhouse-server"
+
+    def ensure_schema(self) -> None:
+        """Create Ganzhi's database and tables if missing, and make it the default for unqualified names."""
+        for statement in all_ddl(self.database, self.retention_days):
+            self.execute(statement)
+        self.use_database()
+
+    @abstractmethod
+    def use_database(self) -> None: ...
+
+    @abstractmethod
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult: ...
+
+    @abstractmethod
+    def insert_columns(
+        self, table: str, columns: dict[str, list[Any]], types: dict[str, str], dedup_token: str | None = None
+    ) -> None:
+        """Insert one block given column-wise (the fast path). `types` maps column -> schema kind."""
+
+    @abstractmethod
+    def server_version(self) -> str: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for implementations
+        pass
+
+    # -- conveniences built on the primitives ------------------------------------------------
+
+    def insert_events(self, events: Sequence[dict[str, Any]], dedup_token: str | None = None) -> None:
+        """Insert canonical events (see pipeline.schema.normalize) as one block."""
+        if not events:
+            return
+        columns = {f.name: [e[f.name] for e in events] for f in FIELDS}
+        self.insert_columns("events", columns, {f.name: f.kind for f in FIELDS}, dedup_token)
+
+    def insert_deadletters(self, records: Sequence[dict[str, Any]], dedup_token: str | None = None) -> None:
+        if not records:
+            return
+        columns = {c: [r[c] for r in records] for c in DEADLETTER_COLUMNS}
+        kinds = {c: "str" for c in DEADLETTER_COLUMNS} | {"ts": "ts"}
+        self.insert_columns("deadletter", columns, kinds, dedup_token)
+
+    def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        result = self.query(
+            f"SELECT DISTINCT event_id FROM {self.database}.events WHERE event_id IN {{ids:Array(String)}}",
+            {"ids": list(ids)},
+        )
+        return {row[0] for row in result.rows}
+
+
+def check_token(token: str | None) -> str | None:
+    if token is not None and not _TOKEN_RE.match(token):
+        raise ValueError(f"invalid dedup token {token!r}")
+    return token
+
+
+def prepare_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Times as UTC text with milliseconds (both engines parse it; the driver would drop the fraction)."""
+    out: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        if isinstance(value, datetime):
+            value = (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        elif isinstance(value, date):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+# -- result normalization ------------------------------------------------------------------------
+
+_WRAPPERS = ("Nullable(", "LowCardinality(", "SimpleAggregateFunction(")
+
+
+def _unwrap(ch_type: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for w in _WRAPPERS:
+            if ch_type.startswith(w) and ch_type.endswith(")"):
+                inner = ch_type[len(w) : -1]
+                if w == "SimpleAggregateFunction(":
+                    inner = inner.split(",", 1)[1].strip()
+                ch_type, changed = inner, True
+    return ch_type
+
+
+def _split_args(args: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(args):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(args[start:i].strip())
+            start = i + 1
+    parts.append(args[start:].strip())
+    return parts
+
+
+def _ip_text(value: Any) -> str:
+    addr = value if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) else ipaddress.ip_address(value)
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        if int(addr) == 0:
+            return ""
+    return str(addr)
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def normalize_value(ch_type: str, value: Any) -> Any:
+    """One result value to the canonical Python form for its ClickHouse type (both engines agree)."""
+    if value is None:
+        return None
+    t = _unwrap(ch_type)
+    if t.startswith("DateTime"):
+        return _parse_datetime(value)
+    if t.startswith("Date"):
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    if t in ("IPv6", "IPv4"):
+        return _ip_text(value)
+    if t.startswith("Array("):
+        inner = t[6:-1]
+        return [normalize_value(inner, v) for v in value]
+    if t.startswith("Map("):
+        _, vtype = _split_args(t[4:-1])
+        return {str(k): normalize_value(vtype, v) for k, v in dict(value).items()}
+    if t.startswith("Tuple("):
+        # element types may be named ("a String"): the type is the last word
+        inner = [it.split(" ", 1)[1] if " " in it and not it.startswith(("Nullable", "LowCardinality")) else it
+                 for it in _split_args(t[6:-1])]
+        return [normalize_value(it, v) for it, v in zip(inner, value, strict=True)]
+    if t.startswith(("Int", "UInt")):
+        return int(value)
+    if t.startswith(("Float", "Decimal")):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def normalize_rows(types: list[str], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(normalize_value(t, v) for t, v in zip(types, row, strict=True)) for row in rows]

@@ -1,0 +1,99 @@
+"""Server store: a ClickHouse server over the native protocol (clickhouse-driver).
+
+URL form: clickhouse://[user[:password]@]host[:9000]/database (the database is created if missing).
+Parameters are sent server-side (`{name:Type}` placeholders), so values never enter SQL text.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from pipeline.store.base import (
+    INSERT_SETTINGS,
+    QueryResult,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    check_token,
+    normalize_rows,
+    prepare_params,
+)
+
+_NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
+
+
+def _driver_column(kind: str, values: list[Any]) -> list[Any]:
+    if kind == "ip":  # the IPv6 column wants IPv6 text; IPv4 goes in mapped
+        return [("::ffff:" + v if ":" not in v else v) if v else "::" for v in values]
+    return values
+
+
+class ServerStore(Store):
+    engine = "clickhouse-server"
+
+    def __init__(self, url: str, retention_days: int = 180, connect_timeout: float = 5.0):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("clickhouse", "clickhouses"):
+            raise ValueError(f"ClickHouse URL must start with clickhouse://, got {url!r}")
+        self.database = (parsed.path or "/").strip("/") or "ganzhi"
+        self.retention_days = retention_days
+        self.url = url
+        self._client_args = dict(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 9000,
+            user=unquote(parsed.username or "default"),
+            password=unquote(parsed.password or ""),
+            secure=parsed.scheme == "clickhouses",
+            connect_timeout=connect_timeout,
+            send_receive_timeout=300,
+            settings={"server_side_params": True},
+        )
+        self._client = Client(database="default", **self._client_args)
+        # clickhouse-driver's Client is one connection: serialize its use across threads
+        self._lock = threading.RLock()
+
+    def _call(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
+        with self._lock:
+            try:
+                return self._client.execute(sql, params, **kwargs)
+            except _NETWORK_ERRORS as exc:
+                self._client.disconnect()
+                raise StoreUnavailable(f"ClickHouse server unreachable ({self.url}): {exc}") from exc
+            except ch_errors.Error as exc:
+                raise StoreError(str(exc).strip()) from exc
+
+    def use_database(self) -> None:
+        with self._lock:
+            self._client.disconnect()
+            self._client = Client(database=self.database, **self._client_args)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._call(sql, prepare_params(params) or None)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        rows, meta = self._call(sql, prepare_params(params) or None, with_column_types=True)
+        columns = [name for name, _ in meta]
+        types = [t for _, t in meta]
+        return QueryResult(columns, types, normalize_rows(types, rows))
+
+    def insert_columns(
+        self, table: str, columns: dict[str, list[Any]], types: dict[str, str], dedup_token: str | None = None
+    ) -> None:
+        settings: dict[str, Any] = dict(INSERT_SETTINGS)
+        if check_token(dedup_token):
+            settings["insert_deduplication_token"] = dedup_token
+        names = ", ".join(f"`{c}`" for c in columns)
+        data = [_driver_column(types[name], values) for name, values in columns.items()]
+        self._call(f"INSERT INTO {self.database}.{table} ({names}) VALUES", data, columnar=True, settings=settings)
+
+    def server_version(self) -> str:
+        return f"ClickHouse server {self.query('SELECT version()').scalar()}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.disconnect()

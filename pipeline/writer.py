@@ -1,0 +1,215 @@
+"""The writer: bus -> validated events -> ClickHouse, at least once in, exactly once in the table.
+
+Per batch: decode and validate (bad lines become dead letters with the reason), insert the events as
+one columnar block with a deduplication token derived from the batch's offsets, store dead letters,
+publish new dead letters, and only then commit the offsets. Any failure before the commit leaves the
+offsets where they were, so the batch is read again.
+
+Why nothing is doubled:
+- a retried insert (the server applied it but the answer was lost) carries the same token -> no-op;
+- a writer that crashed after the insert but before the commit leaves rows past the committed offset;
+  whoever is assigned that partition next checks its first `max_batch_messages` messages there against
+  the table and drops ids already stored. This is why every writer of a group must use the same
+  `max_batch_messages` (a batch never spans more messages than that);
+- duplicates inside a batch (a producer retry, a sensor re-sending its spool) are dropped by event_id.
+While the store is unreachable the writer retries with backoff and does not poll, so memory stays
+bounded by one batch and Kafka keeps the backlog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.bus.base import Bus, BusUnavailable, Message, TopicPartition
+from pipeline.codec import decode_dead_letter, decode_events, encode_dead_letter
+from pipeline.store.base import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterStats:
+    messages: int = 0
+    events_written: int = 0
+    dead_letters: int = 0
+    duplicates_dropped: int = 0
+    batches: int = 0
+    store_retries: int = 0
+    insert_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    started: float = 0.0
+
+
+class Writer:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        group: str = "ganzhi-writer",
+        max_batch_messages: int = 2000,
+        max_batch_events: int = 100_000,
+        linger_s: float = 0.5,
+        on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    ):
+        self.bus = bus
+        self.store = store
+        self.group = group
+        self.max_batch_messages = max_batch_messages
+        self.max_batch_events = max_batch_events
+        self.linger_s = linger_s
+        self.on_batch = on_batch  # hook for live detection: called with each inserted batch's events
+        self.stats = WriterStats()
+        self._topics = bus.topics
+        self._consumer = bus.consumer([bus.topics.events, bus.topics.deadletter], group)
+        self._recovering: dict[TopicPartition, int] = {}  # partition -> messages still to check
+        self._batch = _Batch()
+        self._batch_events = 0
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, idle_exit_s: float | None = None) -> WriterStats:
+        """Consume until `stop` is set (or, with idle_exit_s, until nothing arrived for that long)."""
+        last_data = time.monotonic()
+        try:
+            while not stop.is_set():
+                got = self.step(poll_timeout_s=0.2)
+                now = time.monotonic()
+                if got:
+                    last_data = now
+                elif idle_exit_s is not None and now - last_data >= idle_exit_s and not self._batch.messages:
+                    break
+            self.flush(stop)
+        finally:
+            self._consumer.close()
+        return self.stats
+
+    def step(self, poll_timeout_s: float = 0.2, stop: threading.Event | None = None) -> int:
+        """Poll once; flush when the batch is full or has lingered long enough. Returns messages polled."""
+        room = self.max_batch_messages - len(self._batch.messages)
+        messages = self._consumer.poll(poll_timeout_s, room)
+        for tp in self._consumer.take_new_assignments():
+            self._recovering[tp] = self.max_batch_messages
+        if messages:
+            if not self._batch.messages:
+                self._batch.started = time.monotonic()
+            self._batch.messages.extend(messages)
+            self._batch_events += sum(m.value.count(b"\n") + 1 for m in messages if m.topic == self._topics.events)
+        full = len(self._batch.messages) >= self.max_batch_messages or self._batch_events >= self.max_batch_events
+        lingered = self._batch.messages and time.monotonic() - self._batch.started >= self.linger_s
+        if full or lingered or (self._batch.messages and not messages):
+            self.flush(stop)
+        return len(messages)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def flush(self, stop: threading.Event | None = None) -> None:
+        batch, self._batch, self._batch_events = self._batch.messages, _Batch(), 0
+        if not batch:
+            return
+        events: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        stored_dead: list[dict[str, Any]] = []
+        recovering_ids: list[str] = []
+        seen: set[str] = set()
+        for msg in batch:
+            if msg.topic == self._topics.deadletter:
+                stored_dead.append(decode_dead_letter(msg))
+                continue
+            good, bad = decode_events(msg)
+            rejected.extend(bad)
+            recovering = msg.tp in self._recovering
+            for event in good:
+                eid = event["event_id"]
+                if eid in seen:
+                    self.stats.duplicates_dropped += 1
+                    continue
+                seen.add(eid)
+                events.append(event)
+                if recovering:
+                    recovering_ids.append(eid)
+        if recovering_ids:
+            already = self._with_store_retry(lambda: self.store.existing_event_ids(recovering_ids), stop)
+            if already:
+                self.stats.duplicates_dropped += len(already)
+                events = [e for e in events if e["event_id"] not in already]
+                log.info("dropped %d events already stored by a previous writer", len(already))
+
+        token = _batch_token(batch)
+        started = time.monotonic()
+        self._with_store_retry(lambda: self.store.insert_events(events, token + ":e"), stop)
+        self._with_store_retry(lambda: self.store.insert_deadletters(stored_dead, token + ":d"), stop)
+        self.stats.insert_seconds += time.monotonic() - started
+        if rejected:
+            for record in rejected:
+                self.bus.publish(self._topics.deadletter, encode_dead_letter(record))
+            self._with_bus_retry(self.bus.flush, stop)
+        if self.on_batch is not None and events:
+            self.on_batch(events)
+        offsets = _next_offsets(batch)
+        self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
+
+        for msg in batch:
+            if msg.tp in self._recovering:
+                self._recovering[msg.tp] -= 1
+                if self._recovering[msg.tp] <= 0:
+                    del self._recovering[msg.tp]
+        self.stats.batches += 1
+        self.stats.messages += len(batch)
+        self.stats.events_written += len(events)
+        self.stats.dead_letters += len(rejected)
+
+    def _with_store_retry(self, action: Callable[[], Any], stop: threading.Event | None) -> Any:
+        return self._retry(action, StoreUnavailable, "store", stop)
+
+    def _with_bus_retry(self, action: Callable[[], Any], stop: threading.Event | None) -> Any:
+        return self._retry(action, BusUnavailable, "bus", stop)
+
+    def _retry(self, action: Callable[[], Any], transient: type[Exception], what: str,
+               stop: threading.Event | None) -> Any:
+        """Run action until it succeeds, backing off on transient outages; give up only when stopping."""
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except transient as exc:
+                if what == "store":
+                    self.stats.store_retries += 1
+                log.warning("%s unavailable, retrying in %.1fs: %s", what, delay, exc)
+                if stop is not None and stop.is_set():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return self._consumer.lag()
+
+
+def _next_offsets(batch: list[Message]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for msg in batch:
+        offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
+    return offsets
+
+
+def _batch_token(batch: list[Message]) -> str:
+    """Same messages -> same token: a retried insert of this batch is dropped by ClickHouse."""
+    spans: dict[TopicPartition, list[int]] = {}
+    for msg in batch:
+        lo_hi = spans.setdefault(msg.tp, [msg.offset, msg.offset])
+        lo_hi[0] = min(lo_hi[0], msg.offset)
+        lo_hi[1] = max(lo_hi[1], msg.offset)
+    text = ";".join(f"{t}/{p}/{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items()))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

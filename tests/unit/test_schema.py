@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.schema import (
+    FIELD_NAMES,
+    FIELDS,
+    SchemaError,
+    Sensitivity,
+    dumps,
+    event_id,
+    format_ts,
+    loads,
+    masked,
+    normalize,
+    parse_ts,
+    to_json_dict,
+)
+from pipeline.store.ddl import all_ddl, events_ddl
+
+BASE = {"ts": "2024-05-01T08:00:00.123Z", "event_id": "abc", "sensor": "s", "source_type": "t", "event_category": "dns"}
+
+
+def test_event_id_is_deterministic_and_depends_on_every_part() -> None:
+    a = event_id("zeek", "line one", 7)
+    assert a == event_id("zeek", b"line one", "7")
+    assert len(a) == 32
+    variants = {event_id("zeek2", "line one", 7), event_id("zeek", "line one!", 7), event_id("zeek", "line one", 8)}
+    assert len(variants | {a}) == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-05-01T08:00:00.123Z", 1714550400123),
+        ("2024-05-01T16:00:00.123+08:00", 1714550400123),
+        ("2024-05-01 08:00:00.123", 1714550400123),  # naive = UTC
+        (1714550400.123, 1714550400123),  # seconds
+        (1714550400123, 1714550400123),  # milliseconds
+        (1714550400123456, 1714550400123),  # microseconds
+        (1714550400123456789, 1714550400123),  # nanoseconds
+        ("1714550400.123", 1714550400123),
+    ],
+)
+def test_timestamps_in_every_common_shape(value: object, expected: int) -> None:
+    assert parse_ts(value) == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", None, True, -5, float("nan"), [1]])
+def test_bad_timestamps_are_rejected_with_the_field_name(value: object) -> None:
+    with pytest.raises(SchemaError) as info:
+        normalize({**BASE, "ts": value})
+    assert info.value.field == "ts"
+
+
+def test_format_ts_round_trips() -> None:
+    assert format_ts(1714550400123) == "2024-05-01T08:00:00.123Z"
+    assert parse_ts(format_ts(1714550400007)) == 1714550400007
+
+
+def test_normalize_fills_every_field_and_keeps_unknown_fields_in_extra() -> None:
+    event = normalize({**BASE, "src_ip": "::ffff:10.1.2.3", "dst_port": "443", "vendor": {"a": 1}, "rule": "x"})
+    assert set(event) == set(FIELD_NAMES)
+    assert event["src_ip"] == "10.1.2.3"  # IPv4-mapped shown as IPv4
+    assert event["dst_port"] == 443
+    assert event["extra"] == {"vendor": '{"a":1}', "rule": "x"}
+    assert event["dns_answers"] == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("src_ip", "10.0.0.256"), ("src_ip", "not-an-ip"), ("dst_port", 70000), ("dst_port", "http"),
+     ("bytes_in", -1), ("duration", "fast"), ("dns_answers", {"a": 1}), ("user_name", {"x": 1}),
+     ("http_status", 1.5)],
+)
+def test_invalid_values_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(SchemaError) as info:
+        normalize({**BASE, field: value})
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize("missing", ["ts", "event_id", "sensor", "source_type", "event_category"])
+def test_required_fields(missing: str) -> None:
+    record = dict(BASE)
+    del record[missing]
+    with pytest.raises(SchemaError, match="required"):
+        normalize(record)
+
+
+def test_ipv6_and_empty_addresses() -> None:
+    event = normalize({**BASE, "src_ip": "2001:DB8::0001", "dst_ip": "-"})
+    assert event["src_ip"] == "2001:db8::1"
+    assert event["dst_ip"] == ""
+
+
+def test_json_round_trip_is_lossless() -> None:
+    event = normalize({**BASE, "src_ip": "10.0.0.1", "dns_answers": ["a", "b"], "duration": 1.5, "other": "x"})
+    text = dumps(event)
+    assert b'"ts":"2024-05-01T08:00:00.123Z"' in text
+    assert loads(text) == event
+    assert "message" not in to_json_dict(event)  # empty fields are left out
+
+
+def test_loads_rejects_non_objects_and_bad_json() -> None:
+    with pytest.raises(SchemaError, match="invalid JSON"):
+        loads(b"{nope")
+    with pytest.raises(SchemaError, match="JSON object"):
+        loads(b"[1, 2]")
+
+
+def test_masking_by_clearance() -> None:
+    event = to_json_dict(normalize({**BASE, "user_name": "zhangsan", "dns_query": "a.example", "src_port": 5}))
+    low = masked(event, Sensitivity.PUBLIC)
+    assert low["user_name"] == "***" and low["dns_query"] == "***" and low["src_port"] == 5
+    mid = masked(event, Sensitivity.INTERNAL)
+    assert mid["user_name"] == "***" and mid["dns_query"] == "a.example"
+    assert masked(event, Sensitivity.SECRET) == event
+
+
+def test_ddl_has_every_schema_field_once() -> None:
+    ddl = events_ddl("ganzhi")
+    for f in FIELDS:
+        assert ddl.count(f"`{f.name}` {f.ch_type}") == 1
+    assert "TTL toDateTime(ingested_at) + INTERVAL 180 DAY" in ddl
+    assert "PARTITION BY toYYYYMMDD(ts)" in ddl
+    assert "TTL" not in events_ddl("ganzhi", retention_days=0)
+    assert len(all_ddl("x")) == 3
