@@ -335,29 +335,39 @@ def _validator(field: Field) -> Any:
 
 
 _VALIDATORS = {f.name: _validator(f) for f in FIELDS if f.kind != "map"}
-_DEFAULTS = {f.name: f.default for f in FIELDS}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
+
+
+def value(event: dict[str, Any], name: str) -> Any:
+    """A field of a canonical (sparse) event, or the field's default when absent."""
+    return event.get(name, DEFAULTS[name])
 
 
 def normalize(record: dict[str, Any]) -> dict[str, Any]:
-    """Validate and coerce one record into a canonical event: every field present with its canonical type.
+    """Validate and coerce one record into a canonical event.
 
-    Keys that are not schema fields are kept in `extra` (values as text). Raises SchemaError.
+    A canonical event is sparse: it holds the schema fields the record gave a non-default value, each
+    in its canonical type; an absent field means that field's default (read it with `value(event, name)`). Keys that are
+    not schema fields are kept in `extra` (values as text). Raises SchemaError.
     """
     if not isinstance(record, dict):
         raise SchemaError("", f"an event must be a JSON object, got {type(record).__name__}")
     for name in REQUIRED:
         if record.get(name) in (None, ""):
             raise SchemaError(name, "required field is missing or empty")
-    out = dict(_DEFAULTS)
+    out: dict[str, Any] = {}
     extra = _map("extra", record.get("extra"))
     validators = _VALIDATORS
     for key, value in record.items():
         check = validators.get(key)
         if check is not None:
-            out[key] = check(value)
+            checked = check(value)
+            if checked:  # every default is falsy: leaving it out keeps one canonical form
+                out[key] = checked
         elif key not in FIELD_BY_NAME and key not in ("schema_version", INGESTED_AT):
             extra[key] = _text(value)
-    out["extra"] = extra
+    if extra:
+        out["extra"] = extra
     if len(out["event_id"]) > 128:
         raise SchemaError("event_id", "longer than 128 characters")
     return out

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-_TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.NoBrokersAvailable, kafka_errors.KafkaConnectionError)
+_TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError, kafka_errors.BrokerNotAvailableError)
 
 
 def _raise_as_bus_error(exc: Exception, what: str) -> None:
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or getattr(exc, "retriable", False):
         raise BusUnavailable(f"Kafka unreachable while {what}: {exc}") from exc
     raise BusError(f"Kafka error while {what}: {exc}") from exc
 
@@ -121,11 +121,14 @@ class KafkaBus(Bus):
         admin = self._admin()
         try:
             cluster = admin.describe_cluster()
-            version = ".".join(str(v) for v in admin._client.config.get("api_version") or ())
+            brokers = cluster.get("brokers", [])
+            version = admin.get_broker_version_data(brokers[0]["broker_id"]).broker_version_str if brokers else "?"
+        except Exception as exc:
+            _raise_as_bus_error(exc, "describing the cluster")
+            raise
         finally:
             admin.close()
-        return (f"Kafka at {self.bootstrap} (cluster {cluster.get('cluster_id')}, "
-                f"{len(cluster.get('brokers', []))} broker(s), protocol API version {version or 'unknown'})")
+        return f"Kafka {version} at {self.bootstrap} (cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s))"
 
     def consumer(self, topics: list[str], group: str) -> Consumer:
         return _KafkaConsumer(self, topics, group)

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pipeline.schema import FIELDS
+from pipeline.schema import DEFAULTS, FIELDS
 from pipeline.store.ddl import DEADLETTER_COLUMNS, all_ddl
 
+_FIELD_KINDS = {f.name: f.kind for f in FIELDS}
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000}
+# optimize_on_insert=0: ReplacingMergeTree would otherwise collapse every inserted block on the way in,
+# which measured 5x slower here (0.55 s vs 0.12 s per 100 k events); the writer already drops duplicates
+# inside a batch, and merges collapse the rest.
+INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000, "optimize_on_insert": 0}
 
 
 class StoreError(RuntimeError):
@@ -81,11 +85,20 @@ class Store(ABC):
     # -- conveniences built on the primitives ------------------------------------------------
 
     def insert_events(self, events: Sequence[dict[str, Any]], dedup_token: str | None = None) -> None:
-        """Insert canonical events (see pipeline.schema.normalize) as one block."""
+        """Insert canonical events (see pipeline.schema.normalize) as one block.
+
+        Only the columns some event of the block carries are sent; ClickHouse fills the rest with their
+        defaults (a typical event uses a quarter of the schema's columns).
+        """
         if not events:
             return
-        columns = {f.name: [e[f.name] for e in events] for f in FIELDS}
-        self.insert_columns("events", columns, {f.name: f.kind for f in FIELDS}, dedup_token)
+        present = set().union(*events)  # canonical events are sparse: only these columns carry values
+        columns = {
+            name: [e.get(name, default) for e in events]
+            for name, default in DEFAULTS.items()
+            if name in present
+        }
+        self.insert_columns("events", columns, _FIELD_KINDS, dedup_token)
 
     def insert_deadletters(self, records: Sequence[dict[str, Any]], dedup_token: str | None = None) -> None:
         if not records:

@@ -58,8 +58,6 @@ def _shared_connection(path: str) -> tuple[Any, threading.RLock]:
 def to_arrow_column(kind: str, values: list[Any]) -> pa.Array:
     if kind == "ip":
         values = [v or "::" for v in values]
-    elif kind == "map":
-        values = [list(v.items()) for v in values]
     return pa.array(values, _ARROW_TYPES[kind])
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.schema import (
+    FIELD_BY_NAME,
     FIELD_NAMES,
     FIELDS,
     SchemaError,
@@ -15,6 +16,7 @@ from pipeline.schema import (
     normalize,
     parse_ts,
     to_json_dict,
+    value,
 )
 from pipeline.store.ddl import all_ddl, events_ddl
 
@@ -60,11 +62,12 @@ def test_format_ts_round_trips() -> None:
 
 def test_normalize_fills_every_field_and_keeps_unknown_fields_in_extra() -> None:
     event = normalize({**BASE, "src_ip": "::ffff:10.1.2.3", "dst_port": "443", "vendor": {"a": 1}, "rule": "x"})
-    assert set(event) == set(FIELD_NAMES)
+    assert set(event) <= set(FIELD_NAMES)
     assert event["src_ip"] == "10.1.2.3"  # IPv4-mapped shown as IPv4
     assert event["dst_port"] == 443
     assert event["extra"] == {"vendor": '{"a":1}', "rule": "x"}
-    assert event["dns_answers"] == ()
+    assert value(event, "dns_answers") == () and value(event, "bytes_in") == 0  # absent = default
+    assert all(value(event, f) == FIELD_BY_NAME[f].default for f in FIELD_NAMES if f not in event)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,7 @@ def test_required_fields(missing: str) -> None:
 def test_ipv6_and_empty_addresses() -> None:
     event = normalize({**BASE, "src_ip": "2001:DB8::0001", "dst_ip": "-"})
     assert event["src_ip"] == "2001:db8::1"
-    assert event["dst_ip"] == ""
+    assert value(event, "dst_ip") == "" and "dst_ip" not in event
 
 
 def test_json_round_trip_is_lossless() -> None:

@@ -1,0 +1,44 @@
+# Ganzhi developer entry points. The README names two: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_HOME := .ganzhi/demo
+
+.PHONY: setup system-deps demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Java and Maven run the local Kafka broker used by the integration tests (installed only if missing).
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
+
+demo: setup
+	rm -rf $(DEMO_HOME)
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi ingest deploy/samples/extranet-sample.jsonl
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi info
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
+	  "SELECT event_category, count() AS events, uniqExact(src_ip) AS sources FROM events GROUP BY 1 ORDER BY 2 DESC"
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
+	  "SELECT src_ip, count() AS failed_logins, groupUniqArray(user_name) AS users FROM events \
+	   WHERE event_category = 'auth' AND action = 'failure' GROUP BY src_ip ORDER BY failed_logins DESC LIMIT 5"
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi deadletters
+
+test: setup system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup system-deps
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .ganzhi deploy/local/.cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The responders' FastAPI application. Not built yet: see issue 6."""

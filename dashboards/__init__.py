@@ -1,0 +1,1 @@
+"""Grafana dashboards as code and their provisioning. Not built yet: see issue 9."""
