@@ -17,9 +17,12 @@ SAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "samples" / "extranet-
 
 
 def _say(config: pytest.Config, line: str) -> None:
+    """Print to the test log even while output is captured (which engines ran is part of the record)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
