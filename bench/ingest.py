@@ -26,7 +26,8 @@ from bench.common import make_events, record_results
 from pipeline.bus.base import Topics
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.codec import EVENT_HEADERS, encode_events
+from pipeline.codec import EVENT_HEADERS
+from pipeline.ingest import publish_events
 from pipeline.schema import dumps
 from pipeline.store.embedded import EmbeddedStore
 from pipeline.store.server import ServerStore
@@ -38,8 +39,7 @@ def publish(bus, events: list[dict], one_per_message: bool = False) -> None:  # 
         for e in events:
             bus.publish(bus.topics.events, dumps(e), headers=EVENT_HEADERS)
     else:
-        for value in encode_events(events):
-            bus.publish(bus.topics.events, value, headers=EVENT_HEADERS)
+        publish_events(bus, events)
     bus.flush()
 
 

@@ -8,7 +8,7 @@ number, so importing the same file again yields the same ids.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pipeline.bus.base import Bus
-from pipeline.codec import EVENT_HEADERS, dead_letter, encode_dead_letter, encode_events
+from pipeline.codec import EVENT_HEADERS, MAX_MESSAGE_BYTES, dead_letter, encode_dead_letter, encode_events
 from pipeline.schema import SchemaError, event_id, normalize
 
 
@@ -56,6 +56,16 @@ def read_events(path: Path, report: IngestReport, on_dead: Callable[[dict[str, A
             yield event
 
 
+def publish_events(bus: Bus, events: Iterable[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES) -> int:
+    """Publish canonical events as size-bounded JSON-lines messages; returns the number of messages.
+    Call bus.flush() to make them durable."""
+    count = 0
+    for value in encode_events(events, max_bytes=max_bytes):
+        bus.publish(bus.topics.events, value, headers=EVENT_HEADERS)
+        count += 1
+    return count
+
+
 def ingest_file(bus: Bus, path: Path, on_line: Callable[[int], None] | None = None) -> IngestReport:
     report = IngestReport()
 
@@ -63,8 +73,6 @@ def ingest_file(bus: Bus, path: Path, on_line: Callable[[int], None] | None = No
         report.dead_letters += 1
         bus.publish(bus.topics.deadletter, encode_dead_letter(record))
 
-    for value in encode_events(read_events(path, report, on_dead, on_line)):
-        bus.publish(bus.topics.events, value, headers=EVENT_HEADERS)
-        report.messages += 1
+    report.messages = publish_events(bus, read_events(path, report, on_dead, on_line))
     bus.flush()
     return report

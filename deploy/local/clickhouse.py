@@ -10,12 +10,10 @@ This uses a private chDB API: the chdb version is pinned in pyproject.toml.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from deploy.local.ports import free_port, port_open, wait_until
+from deploy.local.process import ServerProcess, free_port, port_open, wait_until
 
 _CONFIG = """<clickhouse>
   <tcp_port>{tcp_port}</tcp_port>
@@ -41,12 +39,11 @@ engine.query(
 """
 
 
-class LocalClickHouse:
+class LocalClickHouse(ServerProcess):
     def __init__(self, workdir: Path, tcp_port: int | None = None, http_port: int | None = None):
         self.workdir = Path(workdir).resolve()
         self.tcp_port = tcp_port or free_port()
         self.http_port = http_port or free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -65,9 +62,7 @@ class LocalClickHouse:
         if self.fifo.exists():
             self.fifo.unlink()
         os.mkfifo(self.fifo)
-        with open(self.workdir / "server.log", "ab") as log:
-            self._proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(self.workdir)], stdout=log, stderr=log,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self._spawn([sys.executable, "-c", _SERVE, str(self.workdir)], self.workdir / "server.log")
         wait_until(self._ready, timeout_s, f"ClickHouse (chDB) on port {self.tcp_port}", self.alive)
         return self
 
@@ -91,29 +86,11 @@ class LocalClickHouse:
         finally:
             client.disconnect()
 
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self, timeout_s: float = 20) -> None:
-        """Clean stop through the FIFO; SIGKILL if it does not exit in time."""
-        if self._proc is None:
-            return
-        if self.alive():
-            try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-                os.write(fd, b"stop\n")
-                os.close(fd)
-            except OSError:  # no reader on the FIFO: the server is not in its blocking read
-                pass
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._proc = None
-
-    def kill(self) -> None:
-        """Hard stop (SIGKILL), as a crash would."""
-        if self._proc is not None and self.alive():
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        self._proc = None
+    def _request_stop(self) -> None:
+        # a line on the FIFO ends the server's blocking read: it returns and exits cleanly
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"stop\n")
+            os.close(fd)
+        except OSError:  # no reader on the FIFO (not in its blocking read yet): fall back to SIGTERM
+            super()._request_stop()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import uuid
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from deploy.local.ports import free_port, port_open, wait_until
+from deploy.local.process import ServerProcess, free_port, port_open, wait_until
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -81,14 +80,13 @@ def resolve_jars() -> Path:
     return target
 
 
-class LocalKafka:
+class LocalKafka(ServerProcess):
     version = KAFKA_VERSION
 
     def __init__(self, workdir: Path, port: int | None = None, controller_port: int | None = None):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -112,9 +110,7 @@ class LocalKafka:
             cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                            check=True, stdout=subprocess.DEVNULL)
-        with open(self.workdir / "stdout.log", "ab") as out:
-            self._proc = subprocess.Popen(self._java("kafka.Kafka", str(props)), stdout=out, stderr=out,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self._spawn(self._java("kafka.Kafka", str(props)), self.workdir / "stdout.log")
         wait_until(self._ready, timeout_s, f"Kafka broker on port {self.port}", self.alive)
         return self
 
@@ -129,24 +125,3 @@ class LocalKafka:
             return bool(brokers) and not any(b.get("is_fenced") for b in brokers)
         finally:
             admin.close()
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self, timeout_s: float = 30) -> None:
-        """Controlled shutdown (SIGTERM); SIGKILL if it takes too long."""
-        if self._proc is None:
-            return
-        if self.alive():
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._proc = None
-
-    def kill(self) -> None:
-        if self._proc is not None and self.alive():
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        self._proc = None

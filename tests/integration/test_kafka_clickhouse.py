@@ -13,7 +13,8 @@ from kafka import KafkaConsumer
 from pipeline.bus.base import Topics
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.codec import EVENT_HEADERS, encode_events
+from pipeline.codec import EVENT_HEADERS
+from pipeline.ingest import publish_events
 from pipeline.writer import Writer
 from tests.conftest import make_events
 
@@ -31,8 +32,7 @@ def kafka_bus(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBus]:
 
 
 def _publish(bus, events: list[dict], max_bytes: int = 64 * 1024) -> None:  # type: ignore[no-untyped-def]
-    for value in encode_events(events, max_bytes=max_bytes):
-        bus.publish(bus.topics.events, value, headers=EVENT_HEADERS)
+    publish_events(bus, events, max_bytes)
     bus.flush()
 
 

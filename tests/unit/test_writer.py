@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from pipeline.bus.memory import MemoryBus
-from pipeline.codec import EVENT_HEADERS, encode_events
+from pipeline.codec import EVENT_HEADERS
+from pipeline.ingest import publish_events
 from pipeline.writer import Writer
 from tests.conftest import make_events
 
@@ -17,11 +18,7 @@ class Crash(Exception):
 
 
 def _publish(bus: MemoryBus, events: list[dict], max_bytes: int = 16 * 1024) -> int:
-    n = 0
-    for value in encode_events(events, max_bytes=max_bytes):
-        bus.publish(bus.topics.events, value, headers=EVENT_HEADERS)
-        n += 1
-    return n
+    return publish_events(bus, events, max_bytes)
 
 
 def _ids(store) -> list[str]:
