@@ -246,6 +246,29 @@ def schema(
     console.print(table)
 
 
+rules_app = typer.Typer(help="Sigma rules: convert to ClickHouse SQL.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("convert")
+def rules_convert(
+    paths: Annotated[list[Path], typer.Argument(help="Sigma rule files or folders", exists=True)],
+) -> None:
+    """Print each rule's ClickHouse query over the events table (Sigma semantics: case-insensitive, ...)."""
+    from pipeline.detect.compile import compile_rules
+
+    report = compile_rules(paths)
+    for rule in report.rules:
+        console.print(f"-- {rule.rule_id} {rule.title} [{rule.level}] ({rule.path})", markup=False, highlight=False)
+        console.print(f"SELECT event_id FROM events WHERE {rule.where};\n", markup=False, highlight=False,
+                      soft_wrap=True)
+    for path, reason in report.errors:
+        err.print(f"[yellow]not converted[/] {path}: {reason}", markup=True, highlight=False)
+    err.print(f"{len(report.rules)} rule(s) converted, {len(report.errors)} not converted")
+    if report.errors and not report.rules:
+        raise typer.Exit(1)
+
+
 @app.command()
 def version() -> None:
     """Print Ganzhi's version."""

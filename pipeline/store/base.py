@@ -68,7 +68,9 @@ class Store(ABC):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
     @abstractmethod
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult: ...
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> QueryResult:
+        """Run a SELECT; `settings` are ClickHouse settings for this query (e.g. max_query_size)."""
 
     @abstractmethod
     def insert_columns(

@@ -106,9 +106,15 @@ class EmbeddedStore(Store):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, "CSV", params)
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> QueryResult:
         sql = sql.strip().rstrip(";")
-        out = self._run(f"{sql}\nFORMAT JSONCompact {_JSON_SETTINGS}", "JSONCompact", params)
+        with self._lock:
+            for name, value in (settings or {}).items():  # parse-time limits must be set before the query
+                if not name.isidentifier():
+                    raise ValueError(f"not a setting name: {name!r}")
+                self._run(f"SET {name} = {int(value)}", "CSV")
+            out = self._run(f"{sql}\nFORMAT JSONCompact {_JSON_SETTINGS}", "JSONCompact", params)
         data = out.bytes()
         if not data:
             return QueryResult([], [], [])

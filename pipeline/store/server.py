@@ -75,8 +75,9 @@ class ServerStore(Store):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._call(sql, prepare_params(params) or None)
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
-        rows, meta = self._call(sql, prepare_params(params) or None, with_column_types=True)
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> QueryResult:
+        rows, meta = self._call(sql, prepare_params(params) or None, with_column_types=True, settings=settings)
         columns = [name for name, _ in meta]
         types = [t for _, t in meta]
         return QueryResult(columns, types, normalize_rows(types, rows))
