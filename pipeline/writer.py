@@ -85,7 +85,7 @@ class Writer:
         last_data = time.monotonic()
         try:
             while not stop.is_set():
-                got = self.step(poll_timeout_s=0.2)
+                got = self.step(poll_timeout_s=0.2, stop=stop)
                 now = time.monotonic()
                 if got:
                     last_data = now
