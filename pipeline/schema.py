@@ -347,8 +347,8 @@ def normalize(record: dict[str, Any]) -> dict[str, Any]:
     """Validate and coerce one record into a canonical event.
 
     A canonical event is sparse: it holds the schema fields the record gave a non-default value, each
-    in its canonical type; an absent field means that field's default (read it with `value(event, name)`). Keys that are
-    not schema fields are kept in `extra` (values as text). Raises SchemaError.
+    in its canonical type; an absent field means that field's default (read it with `value(event, name)`).
+    Keys that are not schema fields are kept in `extra` (values as text). Raises SchemaError.
     """
     if not isinstance(record, dict):
         raise SchemaError("", f"an event must be a JSON object, got {type(record).__name__}")
@@ -358,14 +358,14 @@ def normalize(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     extra = _map("extra", record.get("extra"))
     validators = _VALIDATORS
-    for key, value in record.items():
+    for key, given in record.items():
         check = validators.get(key)
         if check is not None:
-            checked = check(value)
+            checked = check(given)
             if checked:  # every default is falsy: leaving it out keeps one canonical form
                 out[key] = checked
         elif key not in FIELD_BY_NAME and key not in ("schema_version", INGESTED_AT):
-            extra[key] = _text(value)
+            extra[key] = _text(given)
     if extra:
         out["extra"] = extra
     if len(out["event_id"]) > 128:

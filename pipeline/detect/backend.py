@@ -86,10 +86,10 @@ class Field:
         self.kind = column.kind if column is not None and column.kind != "map" else "extra"
         self.sql = f"`{name}`" if self.kind != "extra" else f"extra[{sql_string(name)}]"
 
-    def text(self, var: str | None = None) -> str:
-        """An expression giving the field as text (for arrays: of the element `var`)."""
+    def text(self) -> str:
+        """An expression giving the field as text (arrays: their elements joined by spaces)."""
         if self.kind == "strs":
-            return var or "x"
+            return f"arrayStringConcat({self.sql}, ' ')"
         if self.kind == "ip":
             return _IP_TEXT.format(c=self.sql)
         if self.kind in _NUMERIC_KINDS or self.kind == "ts":
