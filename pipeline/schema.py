@@ -319,6 +319,10 @@ def _map(name: str, value: Any) -> dict[str, str]:
     return {str(k): _text(v) for k, v in value.items()}
 
 
+# Rule log-source filters compare these exactly (and they lead the sort key), so they are kept lower-case.
+_LOWERCASE = frozenset({"source_type", "event_category"})
+
+
 def _validator(field: Field) -> Any:
     kind, name = field.kind, field.name
     if kind == "ts":
@@ -331,6 +335,8 @@ def _validator(field: Field) -> Any:
         return lambda v: _float(name, v)
     if kind == "strs":
         return lambda v: _strs(name, v)
+    if name in _LOWERCASE:
+        return lambda v: (v if type(v) is str else _str(name, v)).lower()
     return lambda v: v if type(v) is str else _str(name, v)
 
 

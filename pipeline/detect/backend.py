@@ -189,7 +189,12 @@ class GanzhiClickHouseBackend(TextQueryBackend):
 
     def convert_condition_val_str(self, cond: ConditionValueExpression, state: ConversionState) -> str:
         """Keywords: case-insensitive substring anywhere in the raw record or the message."""
-        value = cond.value
+        return self._keyword(cond.value)
+
+    def convert_condition_val_num(self, cond: ConditionValueExpression, state: ConversionState) -> str:
+        return self._keyword(SigmaString(str(cond.value)))
+
+    def _keyword(self, value: SigmaString) -> str:
         pattern = like_pattern(value)
         if not value.startswith(SpecialChars.WILDCARD_MULTI):
             pattern = "%" + pattern
@@ -197,10 +202,6 @@ class GanzhiClickHouseBackend(TextQueryBackend):
             pattern += "%"
         quoted = sql_string(pattern)
         return f"(`raw` ILIKE {quoted} OR `message` ILIKE {quoted})"
-
-    def convert_condition_val_num(self, cond: ConditionValueExpression, state: ConversionState) -> str:
-        return self.convert_condition_val_str(ConditionValueExpression(SigmaString(str(cond.value)), cond.source),
-                                              state)
 
     # -- numbers, booleans, comparisons ----------------------------------------------------------
 

@@ -65,9 +65,80 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"""
 DEADLETTER_COLUMNS = ("ts", "dl_id", "stage", "source", "reason", "field", "origin", "payload")
 
 
+def alert_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
+    """Alerts are stored as one row per (alert, matching event); the `alerts` view folds them.
+
+    An alert is keyed by (rule, entity, window), so live batches and replays that find the same thing
+    write the same keys: re-running detection can add events to an alert but never a second alert.
+    """
+    # alerts outlive the events they point at by a year: an incident review may come long after
+    keep = retention_days + 365 if retention_days > 0 else 0
+    hits = f"""CREATE TABLE IF NOT EXISTS {database}.alert_hits (
+    `alert_id` String COMMENT 'hash of rule id, entity and window start',
+    `rule_id` String,
+    `rule_title` String,
+    `level` LowCardinality(String) COMMENT 'informational, low, medium, high, critical',
+    `tags` Array(String) COMMENT 'ATT&CK and other Sigma tags',
+    `kind` LowCardinality(String) COMMENT 'rule or the correlation type',
+    `ruleset_version` String COMMENT 'content hash of the rule set that found it',
+    `entity` String COMMENT 'what the alert is about, e.g. src_ip=10.1.2.3',
+    `window_start` DateTime64(3, 'UTC'),
+    `event_id` String COMMENT 'one matching event',
+    `event_ts` DateTime64(3, 'UTC'),
+    `src_ip` IPv6, `dst_ip` IPv6, `host_name` String, `user_name` String,
+    `src_org_unit` LowCardinality(String), `dst_org_unit` LowCardinality(String),
+    `src_asset` String, `dst_asset` String,
+    `suppression_id` String COMMENT 'set when an active suppression hid it (kept, not published)',
+    `detected_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (alert_id, event_id)
+{_retention("window_start", keep)}
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"""
+    view = f"""CREATE VIEW IF NOT EXISTS {database}.alerts AS
+SELECT alert_id, any(rule_id) AS rule_id, any(rule_title) AS rule_title, any(level) AS level, any(tags) AS tags,
+       any(kind) AS kind, argMin(ruleset_version, detected_at) AS ruleset_version, any(entity) AS entity,
+       min(window_start) AS window_start, min(event_ts) AS first_seen, max(event_ts) AS last_seen,
+       uniqExact(event_id) AS hit_count, arraySort(groupUniqArray(1000)(event_id)) AS event_ids,
+       any(src_ip) AS src_ip, any(dst_ip) AS dst_ip, any(host_name) AS host_name, any(user_name) AS user_name,
+       any(src_org_unit) AS src_org_unit, any(dst_org_unit) AS dst_org_unit,
+       any(src_asset) AS src_asset, any(dst_asset) AS dst_asset,
+       max(suppression_id) AS suppression_id, min(detected_at) AS first_detected_at
+FROM {database}.alert_hits GROUP BY alert_id"""
+    suppressions = f"""CREATE TABLE IF NOT EXISTS {database}.suppressions (
+    `suppression_id` String,
+    `rule_id` String COMMENT 'empty = every rule',
+    `scope` LowCardinality(String) COMMENT 'src_ip, dst_ip, cidr, org_unit, asset or entity',
+    `value` String,
+    `owner` String,
+    `reason` String,
+    `created_at` DateTime64(3, 'UTC'),
+    `expires_at` DateTime64(3, 'UTC'),
+    `revoked` UInt8 DEFAULT 0,
+    `version` UInt64 COMMENT 'the newest row of a suppression wins'
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY suppression_id"""
+    rulesets = f"""CREATE TABLE IF NOT EXISTS {database}.rulesets (
+    `version` String COMMENT 'content hash of the rule files',
+    `created_at` DateTime64(3, 'UTC'),
+    `files` Map(String, String) COMMENT 'path -> rule file text, so any version can be replayed later'
+) ENGINE = ReplacingMergeTree
+ORDER BY version"""
+    return [hits, view, suppressions, rulesets]
+
+
+ALERT_HIT_KINDS = {
+    "alert_id": "str", "rule_id": "str", "rule_title": "str", "level": "str", "tags": "strs", "kind": "str",
+    "ruleset_version": "str", "entity": "str", "window_start": "ts", "event_id": "str", "event_ts": "ts",
+    "src_ip": "ip", "dst_ip": "ip", "host_name": "str", "user_name": "str", "src_org_unit": "str",
+    "dst_org_unit": "str", "src_asset": "str", "dst_asset": "str", "suppression_id": "str",
+}
+
+
 def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
     return [
         f"CREATE DATABASE IF NOT EXISTS {database}",
         events_ddl(database, retention_days),
         deadletter_ddl(database, retention_days),
+        *alert_ddl(database, retention_days),
     ]

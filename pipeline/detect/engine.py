@@ -1,0 +1,252 @@
+"""Run a compiled rule set over events in ClickHouse: the same SQL for a live batch and for a replay.
+
+Only the row selector differs: a live batch is `ts` within the batch's range and `event_id` in the
+batch; a replay is a time range. Everything a rule decides is in its compiled SQL.
+
+Single-event rules run as one scan per log source: every rule of that log source is evaluated on each row
+and the matching rule numbers are array-joined out, so N rules cost one pass, not N.
+
+Correlation rules run on sliding windows: for each event of the referenced rules, a window function
+over `RANGE BETWEEN timespan PRECEDING AND CURRENT ROW`, partitioned by the group-by fields, computes the
+count / distinct count / sum / funnel the rule asks for; a row where the condition holds is a firing.
+Windows are anchored at events, so 10 failures within any 5 minutes fire and 10 spread over an hour do
+not, whatever the replay range.
+
+Alerts are keyed by (rule, entity, window): single-event hits by the hour of the event and the first
+non-empty of src_ip, host_name, user_name, dst_ip; correlation firings by the timespan bucket of the
+firing and the group-by values. Re-running detection over the same rows yields the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
+from pipeline.store.base import Store
+
+ALERT_WINDOW_MS = 3_600_000  # single-event hits of one rule on one entity within an hour form one alert
+ENTITY_FIELDS = ("src_ip", "host_name", "user_name", "dst_ip")
+CONTEXT_FIELDS = ("src_ip", "dst_ip", "host_name", "user_name", "src_org_unit", "dst_org_unit", "src_asset",
+                  "dst_asset")
+MAX_WINDOW_EVENTS = 100  # events kept per correlation firing (the window may hold many more)
+_SELECT_CONTEXT = ", ".join(CONTEXT_FIELDS)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which events to evaluate: a time range [lo_ms, hi_ms), optionally narrowed to a batch's ids."""
+
+    lo_ms: int
+    hi_ms: int
+    event_ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def batch(cls, events: Sequence[dict[str, Any]]) -> Selector:
+        stamps = [e["ts"] for e in events]
+        return cls(min(stamps), max(stamps) + 1, tuple(e["event_id"] for e in events))
+
+    def sql(self) -> str:
+        where = ("ts >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC') "
+                 "AND ts < fromUnixTimestamp64Milli({hi_ms:Int64}, 'UTC')")
+        if self.event_ids is not None:
+            where += " AND event_id IN {event_ids:Array(String)}"
+        return where
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"lo_ms": self.lo_ms, "hi_ms": self.hi_ms}
+        if self.event_ids is not None:
+            out["event_ids"] = list(self.event_ids)
+        return out
+
+
+@dataclass
+class Hit:
+    """One event that made one alert."""
+
+    alert_id: str
+    rule_id: str
+    event_id: str
+    event_ts: int  # epoch ms
+    entity: str
+    window_start: int  # epoch ms
+    context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Alert:
+    alert_id: str
+    rule_id: str
+    title: str
+    level: str
+    tags: tuple[str, ...]
+    kind: str
+    ruleset_version: str
+    entity: str
+    window_start: int
+    first_seen: int
+    last_seen: int
+    event_ids: list[str]
+    context: dict[str, str]
+    suppression_id: str = ""
+
+    @property
+    def hit_count(self) -> int:
+        return len(self.event_ids)
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id, "rule_id": self.rule_id, "title": self.title, "level": self.level,
+            "tags": list(self.tags), "kind": self.kind, "ruleset_version": self.ruleset_version,
+            "entity": self.entity, "window_start": self.window_start, "first_seen": self.first_seen,
+            "last_seen": self.last_seen, "hit_count": self.hit_count, "event_ids": self.event_ids,
+            **self.context,
+        }
+
+
+def alert_id(rule_id: str, entity: str, window_start_ms: int) -> str:
+    return hashlib.blake2b(f"{rule_id}\x00{entity}\x00{window_start_ms}".encode(), digest_size=16).hexdigest()
+
+
+def _entity(context: dict[str, str]) -> str:
+    for name in ENTITY_FIELDS:
+        if context.get(name):
+            return f"{name}={context[name]}"
+    return ""
+
+
+class Detector:
+    """A rule set bound to a store."""
+
+    def __init__(self, store: Store, ruleset: RuleSet):
+        self.store = store
+        self.ruleset = ruleset
+        # rules that only feed correlations do not alert on their own (Sigma's `generate: false`)
+        self.alerting = [r for r in ruleset.rules if r.alerts]
+        self._rule_by_id = {r.rule_id: r for r in ruleset.rules}
+        by_source: dict[str, list[CompiledRule]] = defaultdict(list)
+        for rule in self.alerting:
+            by_source[rule.logsource].append(rule)
+        self.groups = sorted(by_source.items())
+
+    # -- SQL ----------------------------------------------------------------------------------------
+
+    def group_sql(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> str:
+        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event)."""
+        numbers = ", ".join(str(i) for i in range(len(rules)))
+        conditions = ", ".join(f"({r.where})" for r in rules)
+        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
+                f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
+                f"WHERE {selector.sql()} AND ({logsource})")
+
+    def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
+        referenced = [self._rule_by_id[rid] for rid in corr.rules]
+        marks = ", ".join(f"toUInt8({r.sql}) AS m{i}" for i, r in enumerate(referenced))
+        any_rule = " OR ".join(f"({r.sql})" for r in referenced)
+        group = f"[{', '.join(corr.group_by)}]" if corr.group_by else "[]"
+        value = {
+            "event_count": "count()",
+            "value_count": f"uniqExact(nullIf({corr.value_field}, ''))",
+            "value_sum": f"sum({corr.value_field})",
+            "value_avg": f"avg({corr.value_field})",
+            "value_percentile": f"quantileExact({corr.percentile / 100})({corr.value_field})",
+            "value_median": f"quantileExact(0.5)({corr.value_field})",
+            "temporal": " + ".join(f"max(m{i}) OVER w" for i in range(len(referenced))),
+            "temporal_ordered": f"windowFunnel({corr.timespan_s})(toDateTime(ts), "
+                                f"{', '.join(f'm{i} = 1' for i in range(len(referenced)))})",
+        }[corr.kind]
+        value = f"({value})" if corr.kind == "temporal" else f"{value} OVER w"
+        frame = f"PARTITION BY gk ORDER BY t RANGE BETWEEN {corr.timespan_s * 1000} PRECEDING AND CURRENT ROW"
+        inner = (f"SELECT event_id, toUnixTimestamp64Milli(ts) AS t, ts, {group} AS gk, {_SELECT_CONTEXT}, {marks}, "
+                 f"{value} AS v, groupArray({MAX_WINDOW_EVENTS})(event_id) OVER w AS window_events "
+                 f"FROM events WHERE {source.sql()} AND ({any_rule}) WINDOW w AS ({frame})")
+        fire_where = fire.sql().replace("{lo_ms:", "{fire_lo_ms:").replace("{hi_ms:", "{fire_hi_ms:")
+        return (f"SELECT event_id, t, gk, window_events, {_SELECT_CONTEXT} FROM ({inner}) "
+                f"WHERE v {corr.op} {corr.threshold} AND {fire_where}")
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    def run_rules(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]] | None = None
+                  ) -> list[Hit]:
+        hits: list[Hit] = []
+        for logsource, rules in (self.groups if groups is None else groups):
+            result = self.store.query(self.group_sql(logsource, rules, selector), selector.params(),
+                                      settings=DETECTION_SETTINGS)
+            for row in result.rows:
+                rule = rules[row[0]]
+                context = {name: row[3 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
+                entity = _entity(context)
+                window = row[2] - row[2] % ALERT_WINDOW_MS
+                hits.append(Hit(alert_id(rule.rule_id, entity, window), rule.rule_id, row[1], row[2], entity,
+                                window, context))
+        return hits
+
+    def run_correlation(self, corr: CompiledCorrelation, fire: Selector) -> list[Hit]:
+        span_ms = corr.timespan_s * 1000
+        source = Selector(fire.lo_ms - span_ms, fire.hi_ms)
+        params = source.params() | {"fire_lo_ms": fire.lo_ms, "fire_hi_ms": fire.hi_ms}
+        sql = self.correlation_sql(corr, source, Selector(fire.lo_ms, fire.hi_ms))
+        result = self.store.query(sql, params, settings=DETECTION_SETTINGS)
+        hits: list[Hit] = []
+        for row in result.rows:
+            _, fired_at, group_values, window_events = row[:4]
+            context = {name: row[4 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
+            entity = ", ".join(f"{n}={v}" for n, v in zip(corr.group_names, group_values, strict=True))
+            window = fired_at - fired_at % span_ms
+            aid = alert_id(corr.rule_id, entity, window)
+            hits.extend(Hit(aid, corr.rule_id, eid, fired_at, entity, window, context) for eid in window_events)
+        return hits
+
+    def run(self, selector: Selector, correlation_fire: Selector | None = None) -> list[Hit]:
+        """All hits of the rule set: single-event rules over `selector`, correlations firing in
+        `correlation_fire` (default: the selector's time range)."""
+        hits = self.run_rules(selector)
+        fire = correlation_fire or Selector(selector.lo_ms, selector.hi_ms)
+        for corr in self.ruleset.correlations:
+            hits.extend(self.run_correlation(corr, fire))
+        return hits
+
+    # -- hits -> alerts ------------------------------------------------------------------------------
+
+    def alerts(self, hits: Iterable[Hit]) -> list[Alert]:
+        meta: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+            r.rule_id: (r.title, r.level, r.tags, "rule") for r in self.ruleset.rules}
+        meta |= {c.rule_id: (c.title, c.level, c.tags, c.kind) for c in self.ruleset.correlations}
+        grouped: dict[str, list[Hit]] = defaultdict(list)
+        for hit in hits:
+            grouped[hit.alert_id].append(hit)
+        out = []
+        for aid, group in sorted(grouped.items()):
+            first = min(group, key=lambda h: (h.event_ts, h.event_id))
+            title, level, tags, kind = meta[first.rule_id]
+            out.append(Alert(
+                alert_id=aid, rule_id=first.rule_id, title=title, level=level, tags=tags, kind=kind,
+                ruleset_version=self.ruleset.version, entity=first.entity, window_start=first.window_start,
+                first_seen=first.event_ts, last_seen=max(h.event_ts for h in group),
+                event_ids=sorted({h.event_id for h in group}), context=first.context))
+        return out
+
+
+def hit_columns(hits: Sequence[Hit], alerts: dict[str, Alert]) -> dict[str, list[Any]]:
+    """Hits as columns of the alert_hits table."""
+    cols: dict[str, list[Any]] = defaultdict(list)
+    for hit in hits:
+        alert = alerts[hit.alert_id]
+        cols["alert_id"].append(hit.alert_id)
+        cols["rule_id"].append(alert.rule_id)
+        cols["rule_title"].append(alert.title)
+        cols["level"].append(alert.level)
+        cols["tags"].append(list(alert.tags))
+        cols["kind"].append(alert.kind)
+        cols["ruleset_version"].append(alert.ruleset_version)
+        cols["entity"].append(hit.entity)
+        cols["window_start"].append(hit.window_start)
+        cols["event_id"].append(hit.event_id)
+        cols["event_ts"].append(hit.event_ts)
+        for name in CONTEXT_FIELDS:
+            cols[name].append(hit.context.get(name, ""))
+        cols["suppression_id"].append(alert.suppression_id)
+    return dict(cols)
