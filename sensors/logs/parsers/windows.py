@@ -1,0 +1,204 @@
+"""Windows event logs -> normalized events: EVTX/evtx_dump JSON, Winlogbeat and NXLog JSON shapes.
+
+Event data fields go to schema columns through `rules.mapping.WINDOWS_FIELDS` (the table Sigma rules
+are mapped with), everything else into `extra` under its Windows name (EventID, Channel, Provider_Name,
+LogonType, ...). The Sigma category (process_creation, registry_set, ...) is derived from the channel and
+event id. A value that does not fit its column (e.g. IpAddress "-") stays in `extra` under its own name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.schema import FIELD_BY_NAME, SchemaError, event_id, normalize
+from rules.mapping import WINDOWS_FIELDS, windows_category
+
+SOURCE_TYPE = "windows"
+
+
+class ParseError(ValueError):
+    """A record this parser cannot read; the message says why."""
+
+
+def _text(node: Any) -> Any:
+    """The value of an XML-derived node: `{"#text": v, "#attributes": ...}` -> v."""
+    if isinstance(node, dict):
+        return node.get("#text", node.get("Value", ""))
+    return node
+
+
+def _flatten_data(node: Any, out: dict[str, Any]) -> None:
+    """EventData / UserData in their JSON renderings -> name: value."""
+    if node is None:
+        return
+    if isinstance(node, list):
+        for item in node:
+            _flatten_data(item, out)
+        return
+    if not isinstance(node, dict):
+        out.setdefault("Data", node)
+        return
+    if "Data" in node and len(node) <= 2:  # python-evtx style: Data list of {"#attributes": {"Name"}, "#text"}
+        data = node["Data"]
+        items = data if isinstance(data, list) else [data]
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and "#attributes" in item and "Name" in item["#attributes"]:
+                out[item["#attributes"]["Name"]] = item.get("#text", "")
+            elif isinstance(item, dict) and "Name" in item:
+                out[item["Name"]] = item.get("#text", item.get("Value", ""))
+            else:
+                out["Data" if len(items) == 1 else f"Data{i}"] = _text(item)
+        return
+    for key, value in node.items():
+        if key == "#attributes":
+            continue
+        if isinstance(value, dict) and "#text" not in value and set(value) != {"#attributes"}:
+            _flatten_data(value, out)  # UserData wraps fields in one named element
+        else:
+            out[key] = _text(value)
+
+
+def _from_evtx(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    system = event.get("System") or {}
+    attrs = lambda name: (system.get(name) or {}).get("#attributes", {}) if isinstance(system.get(name), dict) else {}  # noqa: E731
+    head = {
+        "EventID": _text(system.get("EventID")),
+        "Channel": system.get("Channel", ""),
+        "Computer": system.get("Computer", ""),
+        "Provider_Name": attrs("Provider").get("Name", ""),
+        "EventRecordID": system.get("EventRecordID", ""),
+        "Level": system.get("Level", ""),
+        "Task": system.get("Task", ""),
+        "TimeCreated": attrs("TimeCreated").get("SystemTime", ""),
+        "UserID": attrs("Security").get("UserID", ""),
+    }
+    data: dict[str, Any] = {}
+    _flatten_data(event.get("EventData"), data)
+    _flatten_data(event.get("UserData"), data)
+    return head, data
+
+
+def _from_winlogbeat(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    winlog = doc["winlog"]
+    head = {
+        "EventID": winlog.get("event_id", ""),
+        "Channel": winlog.get("channel", ""),
+        "Computer": winlog.get("computer_name", "") or (doc.get("host") or {}).get("name", ""),
+        "Provider_Name": winlog.get("provider_name", ""),
+        "EventRecordID": winlog.get("record_id", ""),
+        "TimeCreated": doc.get("@timestamp", ""),
+    }
+    data = dict(winlog.get("event_data") or {})
+    data.update(winlog.get("user_data") or {})
+    return head, data
+
+
+_NXLOG_HEAD = {"EventID": "EventID", "Channel": "Channel", "Hostname": "Computer", "SourceName": "Provider_Name",
+               "ProviderName": "Provider_Name", "RecordNumber": "EventRecordID", "EventTime": "TimeCreated"}
+
+
+def _from_nxlog(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    head: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _NXLOG_HEAD:
+            head[_NXLOG_HEAD[key]] = value
+        else:
+            data[key] = value
+    return head, data
+
+
+def split(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header fields, event data) of a Windows event in any supported JSON shape."""
+    if isinstance(doc.get("Event"), dict):
+        return _from_evtx(doc["Event"])
+    if isinstance(doc.get("winlog"), dict):
+        return _from_winlogbeat(doc)
+    if "EventID" in doc and ("Channel" in doc or "SourceName" in doc):
+        return _from_nxlog(doc)
+    raise ParseError("not a Windows event: no Event/System, winlog or EventID+Channel")
+
+
+def looks_like(doc: Any) -> bool:
+    return isinstance(doc, dict) and (isinstance(doc.get("Event"), dict) or isinstance(doc.get("winlog"), dict)
+                                      or ("EventID" in doc and ("Channel" in doc or "SourceName" in doc)))
+
+
+def _fits(column: str, value: Any) -> bool:
+    try:
+        normalize({"ts": 1, "event_id": "x", "sensor": "x", "source_type": "x", "event_category": "x",
+                   column: value})
+    except SchemaError:
+        return False
+    return True
+
+
+def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = None) -> dict[str, Any]:
+    """One Windows event (any supported shape) -> a canonical event. Raises ParseError."""
+    head, data = split(doc)
+    try:
+        eid = int(str(head.get("EventID", "")).strip() or "0")
+    except ValueError:
+        raise ParseError(f"EventID is not a number: {head.get('EventID')!r}") from None
+    if not head.get("TimeCreated"):
+        raise ParseError("no event time (System/TimeCreated)")
+    raw = raw if raw is not None else orjson.dumps(doc).decode()
+    channel = str(head.get("Channel", ""))
+    record: dict[str, Any] = {
+        "ts": str(head["TimeCreated"]).replace(" ", "T"),
+        "event_id": event_id(f"{sensor}/{SOURCE_TYPE}", raw, origin),
+        "sensor": sensor,
+        "source_type": SOURCE_TYPE,
+        "event_category": windows_category(channel, eid, str(data.get("EventType", ""))) or "windows_event",
+        "raw": raw,
+    }
+    extra: dict[str, str] = {}
+    for key, value in {**head, **data}.items():
+        if key in ("TimeCreated",) or value is None:
+            continue
+        column = WINDOWS_FIELDS.get(key)
+        if column is not None and column not in record and (
+                FIELD_BY_NAME[column].kind not in ("ip", "u16") or _fits(column, value)):
+            record[column] = value if isinstance(value, str | int) else orjson.dumps(value).decode()
+        else:
+            extra[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+    extra["EventID"] = str(eid)
+    if eid in (4624, 4648, 4672, 4768, 4769, 4776) and channel.lower() == "security":
+        record["action"] = "success"
+    elif eid in (4625, 4771) and channel.lower() == "security":
+        record["action"] = "failure"
+    record["extra"] = extra
+    try:
+        return normalize(record)
+    except SchemaError as exc:
+        raise ParseError(f"{exc.field}: {exc.reason}") from None
+
+
+def read_json_documents(text: str) -> Iterator[Any]:
+    """JSON documents in a file: one document, a JSON array, JSON lines, or concatenated objects."""
+    decoder = __import__("json").JSONDecoder()
+    stripped = text.strip()
+    if stripped.startswith("["):
+        yield from orjson.loads(stripped)
+        return
+    pos = 0
+    while pos < len(stripped):
+        while pos < len(stripped) and stripped[pos].isspace():
+            pos += 1
+        if pos >= len(stripped):
+            break
+        doc, end = decoder.raw_decode(stripped, pos)
+        yield doc
+        pos = end
+
+
+def read_evtx(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(record number, event JSON) for each record of an .evtx file."""
+    from evtx import PyEvtxParser  # Rust reader: ~100x python-evtx
+
+    for record in PyEvtxParser(str(path)).records_json():
+        yield int(record["event_record_id"]), orjson.loads(record["data"])
