@@ -140,6 +140,7 @@ class Writer:
                 events.append(event)
                 if recovering:
                     recovering_ids.append(eid)
+        detect = events  # detection sees the whole batch: a crashed writer may have stored it unexamined
         if recovering_ids:
             already = self._with_store_retry(lambda: self.store.existing_event_ids(recovering_ids), stop)
             if already:
@@ -156,8 +157,8 @@ class Writer:
             for record in rejected:
                 self.bus.publish(self._topics.deadletter, encode_dead_letter(record))
             self._with_bus_retry(self.bus.flush, stop)
-        if self.on_batch is not None and events:
-            self.on_batch(events)
+        if self.on_batch is not None and detect:
+            self._with_store_retry(lambda: self.on_batch(detect), stop)  # type: ignore[misc]
         offsets = _next_offsets(batch)
         self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
 

@@ -209,6 +209,14 @@ class Detector:
             hits.extend(self.run_correlation(corr, fire))
         return hits
 
+    def run_live(self, batch: Selector) -> list[Hit]:
+        """A live batch: its rows for single-event rules; for correlations, every firing whose window can
+        contain one of the batch's events (events up to one timespan after the batch's newest)."""
+        hits = self.run_rules(batch)
+        for corr in self.ruleset.correlations:
+            hits.extend(self.run_correlation(corr, Selector(batch.lo_ms, batch.hi_ms + corr.timespan_s * 1000)))
+        return hits
+
     # -- hits -> alerts ------------------------------------------------------------------------------
 
     def alerts(self, hits: Iterable[Hit]) -> list[Alert]:
