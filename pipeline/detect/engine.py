@@ -33,7 +33,10 @@ ENTITY_FIELDS = ("src_ip", "host_name", "user_name", "dst_ip")
 CONTEXT_FIELDS = ("src_ip", "dst_ip", "host_name", "user_name", "src_org_unit", "dst_org_unit", "src_asset",
                   "dst_asset")
 MAX_WINDOW_EVENTS = 100  # events kept per correlation firing (the window may hold many more)
-_SELECT_CONTEXT = ", ".join(CONTEXT_FIELDS)
+# materialize(): clickhouse-driver misreads a never-written (sparse) String column in an empty ARRAY JOIN
+# result block; a materialized copy under another name reads fine on both engines.
+_SELECT_CONTEXT = ", ".join(f"materialize({c}) AS c_{c}" for c in CONTEXT_FIELDS)
+_CONTEXT_ALIASES = ", ".join(f"c_{c}" for c in CONTEXT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ class Detector:
                  f"{value} AS v, groupArray({MAX_WINDOW_EVENTS})(event_id) OVER w AS window_events "
                  f"FROM events WHERE {source.sql()} AND ({any_rule}) WINDOW w AS ({frame})")
         fire_where = fire.sql().replace("{lo_ms:", "{fire_lo_ms:").replace("{hi_ms:", "{fire_hi_ms:")
-        return (f"SELECT event_id, t, gk, window_events, {_SELECT_CONTEXT} FROM ({inner}) "
+        return (f"SELECT event_id, t, gk, window_events, {_CONTEXT_ALIASES} FROM ({inner}) "
                 f"WHERE v {corr.op} {corr.threshold} AND {fire_where}")
 
     # -- running ---------------------------------------------------------------------------------------

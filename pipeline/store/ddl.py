@@ -71,7 +71,8 @@ def alert_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> li
     An alert is keyed by (rule, entity, window), so live batches and replays that find the same thing
     write the same keys: re-running detection can add events to an alert but never a second alert.
     """
-    # alerts outlive the events they point at by a year: an incident review may come long after
+    # alerts outlive the events they point at by a year: an incident review may come long after; counted
+    # from detection, not event time (a replay of an old capture must not be expired on arrival)
     keep = retention_days + 365 if retention_days > 0 else 0
     hits = f"""CREATE TABLE IF NOT EXISTS {database}.alert_hits (
     `alert_id` String COMMENT 'hash of rule id, entity and window start',
@@ -93,7 +94,7 @@ def alert_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> li
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (alert_id, event_id)
-{_retention("window_start", keep)}
+{_retention("detected_at", keep)}
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"""
     view = f"""CREATE VIEW IF NOT EXISTS {database}.alerts AS
 SELECT alert_id, any(rule_id) AS rule_id, any(rule_title) AS rule_title, any(level) AS level, any(tags) AS tags,
