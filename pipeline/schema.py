@@ -344,6 +344,15 @@ _VALIDATORS = {f.name: _validator(f) for f in FIELDS if f.kind != "map"}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 
 
+def fits(name: str, given: Any) -> bool:
+    """Whether `given` is a valid value for schema field `name` (what `normalize` would accept)."""
+    try:
+        _VALIDATORS[name](given)
+    except SchemaError:
+        return False
+    return True
+
+
 def value(event: dict[str, Any], name: str) -> Any:
     """A field of a canonical (sparse) event, or the field's default when absent."""
     return event.get(name, DEFAULTS[name])

@@ -19,6 +19,8 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 from sigma.rule import SigmaLogSource
 
+from pipeline.detect.backend import sql_string
+
 # -- field names per taxonomy ------------------------------------------------------------------------
 
 # Windows event data (Sysmon names; Security 4688 names normalized onto them) and the System block.
@@ -187,7 +189,7 @@ def windows_category(channel: str, event_id: int, event_type: str = "") -> str:
 
 
 def _quoted(values: tuple[str, ...] | list[str]) -> str:
-    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+    return ", ".join(sql_string(v) for v in values)
 
 
 def _in(column: str, values: tuple[str, ...] | list[str]) -> str:

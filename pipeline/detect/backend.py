@@ -44,7 +44,7 @@ from sigma.types import (
 
 from pipeline.schema import FIELD_BY_NAME
 
-_NUMERIC_KINDS = {"u8", "u16", "u32", "u64", "f64"}
+NUMERIC_KINDS = {"u8", "u16", "u32", "u64", "f64"}
 _IP_TEXT = "if({c} = toIPv6('::'), '', if(startsWith(IPv6NumToString({c}), '::ffff:') AND " \
            "position(IPv6NumToString({c}), '.') > 0, substring(IPv6NumToString({c}), 8), IPv6NumToString({c})))"
 _RE_FLAGS = {SigmaRegularExpressionFlag.IGNORECASE: "i", SigmaRegularExpressionFlag.MULTILINE: "m",
@@ -92,7 +92,7 @@ class Field:
             return f"arrayStringConcat({self.sql}, ' ')"
         if self.kind == "ip":
             return _IP_TEXT.format(c=self.sql)
-        if self.kind in _NUMERIC_KINDS or self.kind == "ts":
+        if self.kind in NUMERIC_KINDS or self.kind == "ts":
             return f"toString({self.sql})"
         return self.sql
 
@@ -108,7 +108,7 @@ class Field:
             return f"empty({self.sql})"
         if self.kind == "ip":
             return f"({self.sql} = toIPv6('::'))"
-        if self.kind in _NUMERIC_KINDS:
+        if self.kind in NUMERIC_KINDS:
             return f"({self.sql} = 0)"
         return f"({self.sql} = '')"
 
@@ -209,7 +209,7 @@ class GanzhiClickHouseBackend(TextQueryBackend):
                                            state: ConversionState) -> str:
         field = Field(cond.field)
         number = cond.value.number
-        if field.kind in _NUMERIC_KINDS:
+        if field.kind in NUMERIC_KINDS:
             return f"{field.sql} = {number}"
         literal = sql_string(str(number))
         return field.test(lambda t: f"{t} = {literal}")
@@ -218,7 +218,7 @@ class GanzhiClickHouseBackend(TextQueryBackend):
                                             state: ConversionState) -> str:
         value: SigmaBool = cond.value
         field = Field(cond.field)
-        if field.kind in _NUMERIC_KINDS:
+        if field.kind in NUMERIC_KINDS:
             return f"{field.sql} = {1 if value.boolean else 0}"
         literal = sql_string(str(value.boolean).lower())
         return field.test(lambda t: f"lowerUTF8({t}) = {literal}")
@@ -229,7 +229,7 @@ class GanzhiClickHouseBackend(TextQueryBackend):
         op = _COMPARE[compare.op.name.lower()]
         field = Field(cond.field)
         number = compare.number.number
-        if field.kind in _NUMERIC_KINDS:
+        if field.kind in NUMERIC_KINDS:
             return f"{field.sql} {op} {number}"
         return field.test(lambda t: f"ifNull(toFloat64OrNull({t}) {op} {number}, 0)")
 

@@ -19,7 +19,7 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
-from pipeline.detect.backend import Field, GanzhiClickHouseBackend
+from pipeline.detect.backend import NUMERIC_KINDS, Field, GanzhiClickHouseBackend
 from rules.mapping import FIELD_MAPS, logsource_filter, sigma_pipeline, taxonomy
 
 # Combined rule SQL is long and deeply nested; the default OR-chain rewrite of ILIKEs is slower (DESIGN.md).
@@ -86,10 +86,6 @@ class RuleSet:
         return len(self.rules) + len(self.correlations)
 
 
-# Kept for callers of the first API (tests, CLI): a compile report is a rule set.
-CompileReport = RuleSet
-
-
 def rule_files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
@@ -110,18 +106,14 @@ def ruleset_version(sources: dict[str, str]) -> str:
 def compile_rules(paths: Iterable[Path]) -> RuleSet:
     """Compile every rule under `paths`; a rule that cannot be compiled is reported with the reason."""
     sources: dict[str, str] = {}
+    unreadable: list[tuple[str, str]] = []
     for path in rule_files(paths):
         try:
             sources[str(path)] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            sources[str(path)] = ""
-            return _failed(sources, str(path), f"cannot read: {exc}")
-    return compile_sources(sources)
-
-
-def _failed(sources: dict[str, str], path: str, reason: str) -> RuleSet:
-    out = compile_sources({k: v for k, v in sources.items() if k != path})
-    out.errors.append((path, reason))
+            unreadable.append((str(path), f"cannot read: {exc}"))
+    out = compile_sources(sources)
+    out.errors.extend(unreadable)
     return out
 
 
@@ -221,12 +213,15 @@ def _correlation(rule: SigmaCorrelationRule, path: str, collection: SigmaCollect
             fieldref = fieldref[0] if len(fieldref) == 1 else None
             if fieldref is None:
                 raise NotImplementedError("value conditions over several fields are not supported")
-        value_field = Field(_column(fieldref, maps)).sql if fieldref else ""
-        if fieldref and Field(_column(fieldref, maps)).kind not in ("u8", "u16", "u32", "u64", "f64") \
-                and kind != "value_count":
-            value_field = f"toFloat64OrZero({Field(_column(fieldref, maps)).text()})"
-        elif fieldref and kind == "value_count":
-            value_field = Field(_column(fieldref, maps)).text()
+        value_field = ""
+        if fieldref:
+            value = Field(_column(fieldref, maps))
+            if kind == "value_count":
+                value_field = value.text()
+            elif value.kind in NUMERIC_KINDS:
+                value_field = value.sql
+            else:
+                value_field = f"toFloat64OrZero({value.text()})"
         percentile = int(condition.percentile or 50)
     else:
         raise NotImplementedError("extended (boolean) temporal conditions are not supported yet")

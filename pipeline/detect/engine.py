@@ -52,17 +52,18 @@ class Selector:
         stamps = [e["ts"] for e in events]
         return cls(min(stamps), max(stamps) + 1, tuple(e["event_id"] for e in events))
 
-    def sql(self) -> str:
-        where = ("ts >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC') "
-                 "AND ts < fromUnixTimestamp64Milli({hi_ms:Int64}, 'UTC')")
+    def sql(self, prefix: str = "") -> str:
+        """The filter; `prefix` names its parameters apart when one query holds two selectors."""
+        where = (f"ts >= fromUnixTimestamp64Milli({{{prefix}lo_ms:Int64}}, 'UTC') "
+                 f"AND ts < fromUnixTimestamp64Milli({{{prefix}hi_ms:Int64}}, 'UTC')")
         if self.event_ids is not None:
-            where += " AND event_id IN {event_ids:Array(String)}"
+            where += f" AND event_id IN {{{prefix}event_ids:Array(String)}}"
         return where
 
-    def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"lo_ms": self.lo_ms, "hi_ms": self.hi_ms}
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {f"{prefix}lo_ms": self.lo_ms, f"{prefix}hi_ms": self.hi_ms}
         if self.event_ids is not None:
-            out["event_ids"] = list(self.event_ids)
+            out[f"{prefix}event_ids"] = list(self.event_ids)
         return out
 
 
@@ -134,6 +135,10 @@ class Detector:
         for rule in self.alerting:
             by_source[rule.logsource].append(rule)
         self.groups = sorted(by_source.items())
+        # rule id -> (title, level, tags, kind), what every alert of the rule carries
+        self._meta: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+            r.rule_id: (r.title, r.level, r.tags, "rule") for r in ruleset.rules}
+        self._meta |= {c.rule_id: (c.title, c.level, c.tags, c.kind) for c in ruleset.correlations}
 
     # -- SQL ----------------------------------------------------------------------------------------
 
@@ -166,9 +171,8 @@ class Detector:
         inner = (f"SELECT event_id, toUnixTimestamp64Milli(ts) AS t, ts, {group} AS gk, {_SELECT_CONTEXT}, {marks}, "
                  f"{value} AS v, groupArray({MAX_WINDOW_EVENTS})(event_id) OVER w AS window_events "
                  f"FROM events WHERE {source.sql()} AND ({any_rule}) WINDOW w AS ({frame})")
-        fire_where = fire.sql().replace("{lo_ms:", "{fire_lo_ms:").replace("{hi_ms:", "{fire_hi_ms:")
         return (f"SELECT event_id, t, gk, window_events, {_CONTEXT_ALIASES} FROM ({inner}) "
-                f"WHERE v {corr.op} {corr.threshold} AND {fire_where}")
+                f"WHERE v {corr.op} {corr.threshold} AND {fire.sql('fire_')}")
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -189,9 +193,9 @@ class Detector:
 
     def run_correlation(self, corr: CompiledCorrelation, fire: Selector) -> list[Hit]:
         span_ms = corr.timespan_s * 1000
-        source = Selector(fire.lo_ms - span_ms, fire.hi_ms)
-        params = source.params() | {"fire_lo_ms": fire.lo_ms, "fire_hi_ms": fire.hi_ms}
-        sql = self.correlation_sql(corr, source, Selector(fire.lo_ms, fire.hi_ms))
+        source, fire = Selector(fire.lo_ms - span_ms, fire.hi_ms), Selector(fire.lo_ms, fire.hi_ms)
+        params = source.params() | fire.params("fire_")
+        sql = self.correlation_sql(corr, source, fire)
         result = self.store.query(sql, params, settings=DETECTION_SETTINGS)
         hits: list[Hit] = []
         for row in result.rows:
@@ -223,9 +227,7 @@ class Detector:
     # -- hits -> alerts ------------------------------------------------------------------------------
 
     def alerts(self, hits: Iterable[Hit]) -> list[Alert]:
-        meta: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-            r.rule_id: (r.title, r.level, r.tags, "rule") for r in self.ruleset.rules}
-        meta |= {c.rule_id: (c.title, c.level, c.tags, c.kind) for c in self.ruleset.correlations}
+        meta = self._meta
         grouped: dict[str, list[Hit]] = defaultdict(list)
         for hit in hits:
             grouped[hit.alert_id].append(hit)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from pipeline.bus.base import Topics
-from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.codec import EVENT_HEADERS
 from pipeline.ingest import publish_events
@@ -21,14 +18,6 @@ from tests.conftest import make_events
 
 class Crash(Exception):
     pass
-
-
-@pytest.fixture
-def kafka_bus(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBus]:
-    bus = KafkaBus(kafka_bootstrap, Topics(unique_name))
-    bus.ensure_topics(partitions=3)
-    yield bus
-    bus.close()
 
 
 def _publish(bus, events: list[dict], max_bytes: int = 64 * 1024) -> None:  # type: ignore[no-untyped-def]

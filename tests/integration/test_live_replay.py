@@ -9,13 +9,11 @@ published to the alerts topic, and a suppression must hide what it scopes and no
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from pipeline.bus.base import Topics
 from pipeline.bus.kafka import KafkaBus
 from pipeline.detect import suppress
 from pipeline.detect.compile import compile_rules
@@ -45,14 +43,6 @@ def attack_events() -> list[dict]:
                     "src_ip": "198.51.100.9", "http_method": "GET", "http_uri": uri, "http_status": 200})
     return [normalize({**e, "sensor": "it", "event_id": event_id("it", orjson.dumps(e), n)})
             for n, e in enumerate(out)]
-
-
-@pytest.fixture
-def kafka_bus(kafka_bootstrap: str, unique_name: str) -> Iterator[KafkaBus]:
-    bus = KafkaBus(kafka_bootstrap, Topics(unique_name))
-    bus.ensure_topics(partitions=3)
-    yield bus
-    bus.close()
 
 
 def test_live_alerts_equal_replay_alerts(kafka_bus: KafkaBus, server_store, kafka_bootstrap: str) -> None:

@@ -15,26 +15,21 @@ from pipeline.schema import event_id, normalize
 T0 = 1_714_550_400_000  # 2024-05-01 08:00 UTC
 MIN = 60_000
 
-FAILED_LOGIN = """
-title: SSH failed login
-id: 11111111-0000-0000-0000-000000000001
-name: ssh_failed
-logsource: {product: linux, service: sshd}
+def login_rule(number: int, name: str, action: str) -> str:
+    return f"""
+title: SSH login {action}
+id: 11111111-0000-0000-0000-00000000000{number}
+name: {name}
+logsource: {{product: linux, service: sshd}}
 detection:
-  sel: {action: failure}
+  sel: {{action: {action}}}
   condition: sel
 level: low
 """
-SUCCESS_LOGIN = """
-title: SSH login success
-id: 11111111-0000-0000-0000-000000000002
-name: ssh_success
-logsource: {product: linux, service: sshd}
-detection:
-  sel: {action: success}
-  condition: sel
-level: low
-"""
+
+
+FAILED_LOGIN = login_rule(1, "ssh_failed", "failure")
+SUCCESS_LOGIN = login_rule(2, "ssh_success", "success")
 
 
 def correlation(kind: str, condition: str, timespan: str = "5m", group_by: str = "[src_ip]",

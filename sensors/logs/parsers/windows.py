@@ -8,13 +8,14 @@ event id. A value that does not fit its column (e.g. IpAddress "-") stays in `ex
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from pipeline.schema import FIELD_BY_NAME, SchemaError, event_id, normalize
+from pipeline.schema import SchemaError, event_id, fits, normalize
 from rules.mapping import WINDOWS_FIELDS, windows_category
 
 SOURCE_TYPE = "windows"
@@ -62,19 +63,23 @@ def _flatten_data(node: Any, out: dict[str, Any]) -> None:
             out[key] = _text(value)
 
 
+def _attributes(node: Any) -> dict[str, Any]:
+    """The XML attributes of a node (`{"#attributes": {...}}`), empty when it has none."""
+    return node.get("#attributes") or {} if isinstance(node, dict) else {}
+
+
 def _from_evtx(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     system = event.get("System") or {}
-    attrs = lambda name: (system.get(name) or {}).get("#attributes", {}) if isinstance(system.get(name), dict) else {}  # noqa: E731
     head = {
         "EventID": _text(system.get("EventID")),
         "Channel": system.get("Channel", ""),
         "Computer": system.get("Computer", ""),
-        "Provider_Name": attrs("Provider").get("Name", ""),
+        "Provider_Name": _attributes(system.get("Provider")).get("Name", ""),
         "EventRecordID": system.get("EventRecordID", ""),
         "Level": system.get("Level", ""),
         "Task": system.get("Task", ""),
-        "TimeCreated": attrs("TimeCreated").get("SystemTime", ""),
-        "UserID": attrs("Security").get("UserID", ""),
+        "TimeCreated": _attributes(system.get("TimeCreated")).get("SystemTime", ""),
+        "UserID": _attributes(system.get("Security")).get("UserID", ""),
     }
     data: dict[str, Any] = {}
     _flatten_data(event.get("EventData"), data)
@@ -128,15 +133,6 @@ def looks_like(doc: Any) -> bool:
                                       or ("EventID" in doc and ("Channel" in doc or "SourceName" in doc)))
 
 
-def _fits(column: str, value: Any) -> bool:
-    try:
-        normalize({"ts": 1, "event_id": "x", "sensor": "x", "source_type": "x", "event_category": "x",
-                   column: value})
-    except SchemaError:
-        return False
-    return True
-
-
 def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = None) -> dict[str, Any]:
     """One Windows event (any supported shape) -> a canonical event. Raises ParseError."""
     head, data = split(doc)
@@ -158,12 +154,12 @@ def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = No
     }
     extra: dict[str, str] = {}
     for key, value in {**head, **data}.items():
-        if key in ("TimeCreated",) or value is None:
+        if key == "TimeCreated" or value is None:
             continue
         column = WINDOWS_FIELDS.get(key)
-        if column is not None and column not in record and (
-                FIELD_BY_NAME[column].kind not in ("ip", "u16") or _fits(column, value)):
-            record[column] = value if isinstance(value, str | int) else orjson.dumps(value).decode()
+        as_column = value if isinstance(value, str | int) else orjson.dumps(value).decode()
+        if column is not None and column not in record and fits(column, as_column):
+            record[column] = as_column
         else:
             extra[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
     extra["EventID"] = str(eid)
@@ -180,7 +176,7 @@ def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = No
 
 def read_json_documents(text: str) -> Iterator[Any]:
     """JSON documents in a file: one document, a JSON array, JSON lines, or concatenated objects."""
-    decoder = __import__("json").JSONDecoder()
+    decoder = json.JSONDecoder()
     stripped = text.strip()
     if stripped.startswith("["):
         yield from orjson.loads(stripped)
