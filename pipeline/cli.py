@@ -29,6 +29,7 @@ from pipeline.schema import FIELDS
 from pipeline.store import QueryResult, StoreError, open_store
 from pipeline.store.ddl import all_ddl
 from pipeline.writer import Writer
+from sensors.cli import sensor_app
 
 app = typer.Typer(
     name="ganzhi",
@@ -37,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(sensor_app, name="sensor")
 console = Console()
 err = Console(stderr=True)
 

@@ -17,12 +17,11 @@ import orjson
 
 from pipeline.schema import SchemaError, event_id, fits, normalize
 from rules.mapping import WINDOWS_FIELDS, windows_category
+from sensors.logs.parsers.base import ParseError, Parser
+
+__all__ = ["ParseError", "WindowsJsonParser", "looks_like", "read_evtx", "read_json_documents", "to_event"]
 
 SOURCE_TYPE = "windows"
-
-
-class ParseError(ValueError):
-    """A record this parser cannot read; the message says why."""
 
 
 def _text(node: Any) -> Any:
@@ -172,6 +171,22 @@ def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = No
         return normalize(record)
     except SchemaError as exc:
         raise ParseError(f"{exc.field}: {exc.reason}") from None
+
+
+class WindowsJsonParser(Parser):
+    """One Windows event per line as JSON (Winlogbeat, NXLog im_msvistalog, evtx_dump -o jsonl)."""
+
+    name = "windows"
+    source_type = SOURCE_TYPE
+
+    def parse(self, line: str, origin: str) -> dict[str, Any] | None:
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"invalid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ParseError("a Windows event must be a JSON object")
+        return to_event(doc, self.ctx.sensor, origin, raw=line)
 
 
 def read_json_documents(text: str) -> Iterator[Any]:

@@ -1,0 +1,206 @@
+"""`ganzhi sensor ...`: run a sensor, publishing to the bus or writing JSON lines to stdout.
+
+With Kafka configured, events go to <prefix>.events and `ganzhi writer` stores them. Without it (the
+embedded default) the sensor also runs the writer and live detection in-process into the embedded store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sensors.logs.parsers import FORMATS, ParseContext, canonical_format
+from sensors.logs.sink import BusSink, JsonlSink, RecordRouter
+
+sensor_app = typer.Typer(help="Sensors: tail log files, receive syslog.", no_args_is_help=True)
+
+
+class Output(StrEnum):
+    bus = "bus"
+    jsonl = "jsonl"
+
+
+OutputOption = Annotated[Output, typer.Option(help="bus: publish (and store, in embedded mode); jsonl: events to "
+                                                   "stdout, dead letters to stderr")]
+SensorName = Annotated[str, typer.Option("--sensor", help="sensor instance name written into every event")]
+TimezoneOption = Annotated[str, typer.Option(help="time zone of timestamps written without one (IANA name)")]
+YearOption = Annotated[int | None, typer.Option(help="year of year-less timestamps (RFC 3164); default: current")]
+
+
+def _context(sensor: str, timezone: str, year: int | None) -> ParseContext:
+    from pipeline.cli import UsageProblem
+
+    try:
+        return ParseContext.make(sensor=sensor, timezone=timezone, year=year)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _router(ctx: typer.Context, output: Output, rules: list[str] | None = None) -> Iterator[RecordRouter]:
+    """A router into the chosen output; in embedded mode a writer thread stores what the sensor publishes."""
+    from pipeline.bus import open_bus
+    from pipeline.cli import _live_detection, _settings, err
+    from pipeline.store import open_store
+    from pipeline.writer import Writer
+
+    if output is Output.jsonl:
+        router = RecordRouter(JsonlSink())
+        yield router
+        router.sink.flush()
+        return
+    settings = _settings(ctx)
+    bus = open_bus(settings)
+    router = RecordRouter(BusSink(bus))
+    stop = threading.Event()
+    thread = None
+    if not settings.kafka:
+        store = open_store(settings)
+        live = _live_detection(store, bus, rules)
+        writer = Writer(bus, store, on_batch=live)
+        thread = threading.Thread(target=writer.run, args=(stop,), name="embedded-writer", daemon=True)
+        thread.start()
+    try:
+        yield router
+    finally:
+        router.sink.flush()
+        if thread is not None:
+            stop.set()
+            thread.join()
+            err.print(f"stored in {settings.home / 'chdb'}: {writer.stats.events_written:,} events, "
+                      f"{writer.stats.dead_letters:,} dead letters; detection: {live.stats.alerts_published} "
+                      "alert(s) (`ganzhi alerts`)")
+            store.close()
+        bus.close()
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def _summary(name: str, stats: Any, started: float, **more: Any) -> None:
+    from pipeline.cli import err
+
+    parts = [f"{stats.records:,} records", f"{stats.events:,} events", f"{stats.dead_letters:,} dead-lettered"]
+    if stats.drops:
+        parts.append("drops " + ", ".join(f"{k}={v:,}" for k, v in stats.drops.items()))
+    parts += [f"{k}={v:,}" for k, v in more.items()]
+    err.print(f"{name}: " + ", ".join(parts) + f" in {time.monotonic() - started:.1f}s")
+
+
+@sensor_app.command("tail")
+def tail(
+    ctx: typer.Context,
+    patterns: Annotated[list[str], typer.Argument(help="files or glob patterns, e.g. '/var/log/zeek/*.log'")],
+    fmt: Annotated[str, typer.Option("--format", help=f"auto or one of: {', '.join(FORMATS)}")] = "auto",
+    once: Annotated[bool, typer.Option("--once", help="read to the end and exit (batch import)")] = False,
+    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file (default: $GANZHI_HOME/tail-<name>.json; "
+                                                         "none with --once and --output jsonl)")] = None,
+    output: OutputOption = Output.bus,
+    sensor: SensorName = "ganzhi-logs",
+    timezone: TimezoneOption = "UTC",
+    year: YearOption = None,
+    rules: Annotated[list[str] | None, typer.Option("--rules", help="embedded mode: rules for live detection")] =
+    None,
+) -> None:
+    """Follow log files (rotation-safe, checkpointed) and turn each record into a normalized event."""
+    from pipeline.cli import UsageProblem, _progress, _settings
+    from sensors.logs.tail import Tailer
+
+    if fmt != "auto":
+        try:
+            fmt = canonical_format(fmt)
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+    if fmt == "evtx":
+        return _evtx(ctx, patterns, output, sensor, rules)
+    parse_ctx = _context(sensor, timezone, year)
+    if checkpoint is None and not (once and output is Output.jsonl):
+        checkpoint = _settings(ctx).home / f"tail-{sensor}.json"
+    started = time.monotonic()
+    with _router(ctx, output, rules) as router:
+        try:
+            tailer = Tailer(patterns, fmt, router, checkpoint, parse_ctx)
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+        if once:
+            with _progress() as progress:
+                task = progress.add_task("reading", total=None)
+                tailer.on_progress = lambda n: progress.advance(task, n)
+                tailer.run_once()
+        else:
+            tailer.follow(_stop_event())
+    _summary("tail", router.stats, started, files=tailer.stats.files, rotations=tailer.stats.rotations,
+             truncations=tailer.stats.truncations)
+
+
+def _evtx(ctx: typer.Context, patterns: list[str], output: Output, sensor: str, rules: list[str] | None) -> None:
+    """Windows .evtx files: whole-file reads (an .evtx is not a line format)."""
+    import glob
+
+    from sensors.logs.parsers.base import ParseError
+    from sensors.logs.parsers.windows import read_evtx, to_event
+
+    started = time.monotonic()
+    with _router(ctx, output, rules) as router:
+        for pattern in patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    for record_id, doc in read_evtx(Path(path)):
+                        router.stats.records += 1
+                        origin = f"{path}#{record_id}"
+                        try:
+                            router.sink.emit(to_event(doc, sensor, origin))
+                            router.stats.events += 1
+                        except ParseError as exc:
+                            router.reject("evtx", str(exc), str(doc)[:4096], origin)
+                except (OSError, RuntimeError) as exc:
+                    router.reject("evtx", f"unreadable .evtx file: {exc}", "", path)
+    _summary("evtx", router.stats, started)
+
+
+@sensor_app.command("syslog")
+def syslog(
+    ctx: typer.Context,
+    udp: Annotated[int | None, typer.Option(help="UDP port (514)")] = None,
+    tcp: Annotated[int | None, typer.Option(help="TCP port, newline or octet-counted framing (514/601)")] = None,
+    tls: Annotated[int | None, typer.Option(help="TLS port (6514); needs --tls-cert and --tls-key")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    bind: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
+    queue: Annotated[int, typer.Option(help="messages held at most (bounded memory)")] = 10_000,
+    output: OutputOption = Output.bus,
+    sensor: SensorName = "ganzhi-syslog",
+    timezone: TimezoneOption = "UTC",
+    rules: Annotated[list[str] | None, typer.Option("--rules", help="embedded mode: rules for live detection")] =
+    None,
+) -> None:
+    """Receive syslog (RFC 3164/5424) over UDP, TCP and TLS until SIGTERM/Ctrl-C."""
+    from pipeline.cli import UsageProblem, err
+    from sensors.logs.syslog_server import Listen, SyslogServer
+
+    listen = Listen(udp=udp, tcp=tcp, tls=tls, host=bind, tls_cert=str(tls_cert) if tls_cert else None,
+                    tls_key=str(tls_key) if tls_key else None)
+    started = time.monotonic()
+    with _router(ctx, output, rules) as router:
+        try:
+            server = SyslogServer(listen, router, _context(sensor, timezone, None), queue_size=queue).start()
+        except (ValueError, OSError) as exc:
+            raise UsageProblem(f"cannot start the syslog receiver: {exc}") from None
+        err.print("syslog: listening on " + ", ".join(f"{k} {bind}:{v}" for k, v in server.ports.items()))
+        stop = _stop_event()
+        while not stop.wait(10):
+            err.print(f"syslog: {router.stats.as_dict()}", highlight=False)
+        server.stop()
+    _summary("syslog", router.stats, started)
