@@ -6,8 +6,8 @@
 | eve | Suricata EVE JSON | suricata_eve |
 | nginx, apache | access logs, combined/common | nginx_access, apache_access |
 | weberror | Apache 2.2/2.4 and nginx error logs | apache_error, nginx_error |
-| syslog | RFC 3164/5424 lines; their messages: sshd, sudo/su/PAM, named queries, netfilter, Huawei USG, H3C, |
-|        | Hillstone, key=value firewalls, embedded CEF/LEEF (see parsers.syslog) | sshd, linux_auth, bind, iptables, ... |
+| syslog | RFC 3164/5424 lines; messages of sshd, sudo/su/PAM, named, netfilter, Huawei USG, H3C, |
+|        | Hillstone, key=value firewalls, embedded CEF/LEEF (parsers.syslog) | sshd, linux_auth, bind, iptables, ... |
 | journald | `journalctl -o json` (messages dispatched like syslog) | journald or the message's |
 | bind | named query log files | bind |
 | cef | bare CEF/LEEF lines (or syslog-framed) | cef, leef |
