@@ -3,7 +3,8 @@
 Each message kind sets `action`: success (accepted login, session opened, sudo command run), failure
 (failed password/key, PAM authentication failure, too many attempts, sudo wrong password),
 invalid_user (sshd names an unknown account; a failed attempt for it is logged separately as failure),
-disconnect, probe (no/garbled SSH banner). Note that with UsePAM an attempt can be logged both by sshd
+disconnect, probe (no/garbled SSH banner), failure_summary (PAM's "N more authentication failures").
+Note that with UsePAM an attempt can be logged both by sshd
 ("Failed password") and by pam_unix ("authentication failure"); both are failures, so per-attempt counts
 on such hosts are up to twice the attempts.
 """
@@ -39,7 +40,7 @@ SSHD = [
     (re.compile(rf"^Connection from {_IP}{_PORT}"), "connect"),
 ]
 _PAM = re.compile(r"^(?:pam_unix\((?P<svc>[\w-]+):(?P<kind>\w+)\): )?(?P<what>authentication failure|"
-                  r"session opened|session closed|check pass; user unknown|\d+ more authentication failures?)"
+                  r"session opened|session closed|check pass; user unknown|PAM \d+ more authentication failures?)"
                   r"(?P<rest>.*)$")
 _KV = re.compile(r"(\w+)=(\S*)")
 _SESSION_USER = re.compile(r"for user (\S+?)(?:\(uid=\d+\))?(?: by|$|\s)")
@@ -60,7 +61,8 @@ def _pam(message: str, record: dict[str, Any], extra: dict[str, str]) -> bool:
         if um:
             record["user_name"] = um.group(1)
         return True
-    record["action"] = "failure" if "failure" in what else "invalid_user"
+    # "PAM 2 more authentication failures" sums up attempts already logged one by one
+    record["action"] = "failure_summary" if "more" in what else "failure" if "failure" in what else "invalid_user"
     extra["auth_method"] = "pam"
     for key, value in _KV.findall(m.group("rest")):
         if not value:

@@ -142,7 +142,7 @@ def parse_vendor_tag(program: str, message: str, record: dict[str, Any], extra: 
 # -- Hillstone -------------------------------------------------------------------------------------
 _HILLSTONE = re.compile(r"SESSION: (?P<src>[0-9a-fA-F.:]+?):(?P<sport>\d+)->(?P<dst>[0-9a-fA-F.:]+?):(?P<dport>\d+)"
                         r"\((?P<proto>\w+)\)(?P<rest>.*)$")
-_HILLSTONE_PAIR = re.compile(r"^([a-z][a-z ]*?) (\S.*)$")
+_HILLSTONE_PAIR = re.compile(r"^([a-z]+(?: [a-z]+)*) (\S.*)$")  # "send bytes 74", "start time 2024-03-10 11:59:59"
 
 
 def parse_hillstone(program: str, message: str, record: dict[str, Any], extra: dict[str, str]) -> str | None:

@@ -45,7 +45,10 @@ RFC5424 = re.compile(r"^(?P<version>[1-9]\d{0,2}) (?P<ts>\S+) (?P<host>\S+) (?P<
 BSD_TIME = re.compile(r"^(?P<mon>[A-Za-z]{3}) +(?P<day>\d{1,2}) (?:(?P<year1>\d{4}) )?(?P<time>\d{2}:\d{2}:\d{2})"
                       r"(?:\.(?P<frac>\d{1,6}))?(?: (?P<year2>\d{4})(?= ))? ")
 ISO_TIME = re.compile(r"^(?P<iso>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?) ")
-_TAG = re.compile(r"^(?P<tag>[^\s\[:]{1,128}(?:\[(?P<pid>[^\]\s]{0,32})\])?):(?: |$)")
+# prog[pid]: / prog: / prog 1.4.1: / -- root[1]: (login); vendor tags (%%01POLICY/6/POLICYDENY(l):) may run
+# straight into the message
+_TAG = re.compile(r"^(?P<tag>%%[^\s:]{1,128}|(?:-- )?[^\s\[:]{1,128}(?: \d[\w.]{0,31})?"
+                  r"(?:\[(?P<pid>[^\]\s]{0,32})\])?):(?: |$|(?<=\):))")
 _HOST = re.compile(r"^(?P<host>[A-Za-z0-9][\w.:-]{0,254}) ")
 _SD_ELEMENT = re.compile(r'\[(?P<id>[^\s\]=]+)(?P<params>(?: [^\s=\]]+="(?:[^"\\]|\\.)*")*)\]')
 _SD_PARAM = re.compile(r'([^\s=\]]+)="((?:[^"\\]|\\.)*)"')
@@ -133,6 +136,7 @@ class SyslogParser(Parser):
 
     def _rfc3164(self, text: str, record: dict[str, Any], extra: dict[str, str]) -> tuple[str, str]:
         m = BSD_TIME.match(text)
+        iso = None
         if m:
             record["ts"] = self._bsd_time(m)
             text = text[m.end():]
@@ -143,13 +147,14 @@ class SyslogParser(Parser):
                 text = text[iso.end():]
             else:
                 record["ts"] = self._received()
-        # HOST then TAG; some devices leave the host out ("<13>Mar  1 12:00:00 sshd[1]: ...")
+        # HOST then TAG; some devices leave the host out ("<13>Mar  1 12:00:00 sshd[1]: ..."), and a message
+        # without a timestamp has no host either
         tag = _TAG.match(text)
-        if not tag:
+        if not tag and (m or iso):
             host = _HOST.match(text)
             if host:
                 record["host_name"] = host.group("host")
-                text = text[host.end():]
+                text = text[host.end():].lstrip(" ")
                 tag = _TAG.match(text)
         if not tag:
             return "", text
