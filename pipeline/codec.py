@@ -53,6 +53,10 @@ def dead_letter(stage: str, source: str, reason: str, payload: bytes | str, orig
                 now_ms: int | None = None) -> dict[str, Any]:
     """A dead-letter record. Its id is deterministic, so a re-delivered rejection is stored once."""
     text = payload if isinstance(payload, str) else _payload_text(payload)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot travel as JSON: keep them visible as \udXXX
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     dl_id = hashlib.blake2b(f"{stage}\x1f{origin}\x1f{reason}\x1f{text}".encode("utf-8", "surrogateescape"),
                             digest_size=16).hexdigest()
     ts = now_ms if now_ms is not None else int(time.time() * 1000)

@@ -341,6 +341,7 @@ def _validator(field: Field) -> Any:
 
 
 _VALIDATORS = {f.name: _validator(f) for f in FIELDS if f.kind != "map"}
+_REQUIRED_SET = frozenset(REQUIRED)
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 
 
@@ -377,7 +378,7 @@ def normalize(record: dict[str, Any]) -> dict[str, Any]:
         check = validators.get(key)
         if check is not None:
             checked = check(given)
-            if checked:  # every default is falsy: leaving it out keeps one canonical form
+            if checked or key in _REQUIRED_SET:  # every default is falsy: leaving it out keeps one canonical form
                 out[key] = checked
         elif key not in FIELD_BY_NAME and key not in ("schema_version", INGESTED_AT):
             extra[key] = _text(given)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sensors.logs.parsers.base import ParseContext
+from sensors.logs.parsers.base import ParseContext, decode_line
 from sensors.logs.parsers.syslog import SyslogParser
 from sensors.logs.sink import RecordRouter
 
@@ -199,7 +199,7 @@ class SyslogServer:
                 last_flush = time.monotonic()
 
     def _handle(self, data: bytes, peer: str, received: int) -> None:
-        text = data.decode("utf-8", "surrogateescape").rstrip("\r\n\x00")
+        text = decode_line(data).rstrip("\r\n\x00")
         if not text.strip():
             return
         self._parser.ctx = replace(self.ctx, received_ms=received)

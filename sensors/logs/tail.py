@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from sensors.logs.parsers import ParseContext, Parser, detect_format, make_parser
+from sensors.logs.parsers.base import decode_line
 from sensors.logs.sink import RecordRouter
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class Tailer:
         self.router.route(f.parser, text, f"{f.path}:{offset}")
 
     def _line(self, f: _Followed, raw: bytes, offset: int) -> None:
-        text = raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+        text = decode_line(raw.rstrip(b"\r"))
         cont = f.parser.continuation
         if cont is None:
             if text.strip():

@@ -7,7 +7,6 @@ instantiated per stream because some formats carry state from header lines (Zeek
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
@@ -83,6 +82,10 @@ class Parser:
     def event(self, record: dict[str, Any], raw: str, origin: str, source_type: str | None = None) -> dict[str, Any]:
         """Validate a parsed record into a canonical event with a deterministic id and the raw line."""
         source_type = source_type or record.get("source_type") or self.source_type
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:  # readers decode with backslashreplace; only a caller's str can hold these
+            raise ParseError("text holds lone surrogates (not valid Unicode)") from None
         record["source_type"] = source_type
         record["sensor"] = self.ctx.sensor
         record["raw"] = raw
@@ -103,8 +106,17 @@ def put(record: dict[str, Any], column: str, value: Any, extra: dict[str, str], 
         extra[name] = value if isinstance(value, str) else str(value)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def decode_line(data: bytes) -> str:
+    """Bytes of a log record -> text: UTF-8, else GB18030 (Chinese network devices often log in GBK), else
+    UTF-8 with the undecodable bytes written as \\xNN (never a lone surrogate, which JSON cannot carry)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "backslashreplace")
 
 
 SYSLOG_SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug")

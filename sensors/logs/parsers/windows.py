@@ -134,7 +134,10 @@ def looks_like(doc: Any) -> bool:
 
 def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = None) -> dict[str, Any]:
     """One Windows event (any supported shape) -> a canonical event. Raises ParseError."""
-    head, data = split(doc)
+    try:
+        head, data = split(doc)
+    except (TypeError, AttributeError, KeyError) as exc:  # a value of the wrong JSON type where structure belongs
+        raise ParseError(f"unexpected Windows event structure: {type(exc).__name__}: {exc}") from None
     try:
         eid = int(str(head.get("EventID", "")).strip() or "0")
     except ValueError:
