@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue as queue_mod
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ class SyslogServer:
         self.flush_interval_s = flush_interval_s
         self.ports: dict[str, int] = {}
         self.connections = 0
+        self.backpressure_waits = 0  # times a TCP/TLS reader waited for room in the queue
         self._parser = SyslogParser(self.ctx)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -81,10 +82,10 @@ class SyslogServer:
         if self._thread is not None:
             self._thread.join(30)
 
-    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        queue: asyncio.Queue[tuple[bytes, str, int]] = asyncio.Queue(self.queue_size)
+        queue: queue_mod.Queue[tuple[bytes, str, int]] = queue_mod.Queue(self.queue_size)
         closers: list[Any] = []
         host = self.listen.host
         if self.listen.udp is not None:
@@ -104,20 +105,19 @@ class SyslogServer:
             self.ports[kind] = server.sockets[0].getsockname()[1]
             closers.append(server)
         self._ready.set()
-        if on_ready is not None:
-            on_ready()
-        consumer = asyncio.create_task(self._consume(queue))
+        done = threading.Event()
+        consumer = threading.Thread(target=self._consume, args=(queue, done), name="syslog-consumer", daemon=True)
+        consumer.start()
         await self._stop.wait()
         for closer in closers:
             closer.close()
-        await queue.join()
-        consumer.cancel()
-        await asyncio.to_thread(self.router.sink.flush)
+        done.set()
+        await asyncio.to_thread(consumer.join)
 
     # -- input --------------------------------------------------------------------------------------------
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      queue: asyncio.Queue[tuple[bytes, str, int]]) -> None:
+                      queue: queue_mod.Queue[tuple[bytes, str, int]]) -> None:
         peer = writer.get_extra_info("peername")
         peer_text = peer[0] if isinstance(peer, tuple) else str(peer)
         self.connections += 1
@@ -127,7 +127,12 @@ class SyslogServer:
                 if frame is None:
                     break
                 if frame:
-                    await queue.put((frame, peer_text, int(time.time() * 1000)))  # waits when full: backpressure
+                    item = (frame, peer_text, int(time.time() * 1000))
+                    try:
+                        queue.put_nowait(item)
+                    except queue_mod.Full:  # stop reading until there is room: TCP pushes back on the sender
+                        self.backpressure_waits += 1
+                        await asyncio.to_thread(queue.put, item)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             log.info("syslog connection from %s ended: %s", peer_text, exc)
         finally:
@@ -180,22 +185,22 @@ class SyslogServer:
 
     # -- processing ---------------------------------------------------------------------------------------
 
-    async def _consume(self, queue: asyncio.Queue[tuple[bytes, str, int]]) -> None:
+    def _consume(self, queue: queue_mod.Queue[tuple[bytes, str, int]], done: threading.Event) -> None:
+        """Parsing and publishing run in their own thread, so a slow sink never stalls the sockets."""
         last_flush = time.monotonic()
         sink = self.router.sink
         while True:
             try:
-                data, peer, received = await asyncio.wait_for(queue.get(), timeout=self.flush_interval_s)
-            except TimeoutError:
-                await asyncio.to_thread(sink.flush)
+                data, peer, received = queue.get(timeout=self.flush_interval_s)
+            except queue_mod.Empty:
+                sink.flush()
                 last_flush = time.monotonic()
+                if done.is_set():
+                    return
                 continue
-            try:
-                self._handle(data, peer, received)
-            finally:
-                queue.task_done()
+            self._handle(data, peer, received)
             if time.monotonic() - last_flush > self.flush_interval_s:
-                await asyncio.to_thread(sink.flush)
+                sink.flush()
                 last_flush = time.monotonic()
 
     def _handle(self, data: bytes, peer: str, received: int) -> None:
@@ -208,14 +213,14 @@ class SyslogServer:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: SyslogServer, queue: asyncio.Queue[tuple[bytes, str, int]]):
+    def __init__(self, server: SyslogServer, queue: queue_mod.Queue[tuple[bytes, str, int]]):
         self.server = server
         self.queue = queue
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.queue.put_nowait((data, addr[0], int(time.time() * 1000)))
-        except asyncio.QueueFull:
+        except queue_mod.Full:
             self.server.router.stats.drops["queue_full"] += 1
 
 
