@@ -316,6 +316,8 @@ def _map(name: str, value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise SchemaError(name, f"expected an object, got {type(value).__name__}")
+    if all(type(v) is str for v in value.values()) and all(type(k) is str for k in value):
+        return dict(value)  # parsers hand over text already: copy without converting each value
     return {str(k): _text(v) for k, v in value.items()}
 
 

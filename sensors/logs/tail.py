@@ -178,7 +178,8 @@ class Tailer:
             return
         try:
             with gzip.open(path, "rb") as gz:
-                head = gz.read(HEAD_BYTES)
+                sample = gz.read(64 * 1024)  # enough whole lines to detect the format
+                head = sample[:HEAD_BYTES]
                 while gz.read(READ_CHUNK):  # the whole stream must be intact before anything is emitted
                     pass
         except (OSError, EOFError) as exc:
@@ -194,7 +195,11 @@ class Tailer:
         for cp in self.checkpoints.values():
             if cp.head_len and cp.head_len <= len(head) and cp.head == _head_hash(head[:cp.head_len]):
                 start = max(start, cp.offset)
-        parser = self._parser(path, head)
+        try:
+            parser = self._parser(path, sample)
+        except ValueError as exc:
+            self.router.reject("tail", str(exc), "", path)
+            return
         cp = Checkpoint(path=path, offset=start, head=_head_hash(head), head_len=len(head))
         with gzip.open(path, "rb") as gz:
             gz.seek(start)

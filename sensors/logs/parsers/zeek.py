@@ -144,7 +144,10 @@ class ZeekParser(Parser):
         for name, value in doc.items():
             column = columns.get(name)
             if column is None:
-                if value is not None and value != "":
+                if type(value) is str:
+                    if value:
+                        extra[name] = value
+                elif value is not None:
                     extra[name] = _text(value)
             elif column == "dns_answers" or isinstance(value, list | dict | bool):
                 if column == "dns_answers" and isinstance(value, list):
