@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.bus import BusError, open_bus
-from pipeline.config import ConfigError, Settings
+from pipeline.config import ConfigError, Settings, UsageProblem
 from pipeline.ingest import IngestReport, ingest_file
 from pipeline.schema import FIELDS
 from pipeline.store import QueryResult, StoreError, open_store
@@ -41,10 +41,6 @@ app = typer.Typer(
 app.add_typer(sensor_app, name="sensor")
 console = Console()
 err = Console(stderr=True)
-
-
-class UsageProblem(Exception):
-    """A problem the user can fix; the message says how."""
 
 
 @app.callback()

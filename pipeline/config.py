@@ -21,6 +21,10 @@ DEFAULT_RETENTION_DAYS = 180  # MLPS 2.0 level 3: logs kept at least six months
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+class UsageProblem(Exception):
+    """A problem the user can fix; the message says how (the CLI prints it and exits with 2)."""
+
+
 class ConfigError(ValueError):
     """Configuration that cannot work; the message says what to change."""
 

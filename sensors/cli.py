@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.config import UsageProblem
 from sensors.logs.parsers import FORMATS, ParseContext, canonical_format
 from sensors.logs.sink import BusSink, JsonlSink, RecordRouter
 
@@ -36,8 +37,6 @@ YearOption = Annotated[int | None, typer.Option(help="year of year-less timestam
 
 
 def _context(sensor: str, timezone: str, year: int | None) -> ParseContext:
-    from pipeline.cli import UsageProblem
-
     try:
         return ParseContext.make(sensor=sensor, timezone=timezone, year=year)
     except ValueError as exc:
@@ -115,7 +114,7 @@ def tail(
     None,
 ) -> None:
     """Follow log files (rotation-safe, checkpointed) and turn each record into a normalized event."""
-    from pipeline.cli import UsageProblem, _progress, _settings
+    from pipeline.cli import _progress, _settings
     from sensors.logs.tail import Tailer
 
     if fmt != "auto":
@@ -187,7 +186,7 @@ def syslog(
     None,
 ) -> None:
     """Receive syslog (RFC 3164/5424) over UDP, TCP and TLS until SIGTERM/Ctrl-C."""
-    from pipeline.cli import UsageProblem, err
+    from pipeline.cli import err
     from sensors.logs.syslog_server import Listen, SyslogServer
 
     listen = Listen(udp=udp, tcp=tcp, tls=tls, host=bind, tls_cert=str(tls_cert) if tls_cert else None,

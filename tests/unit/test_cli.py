@@ -70,3 +70,36 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_schema_ddl_is_printable(tmp_path: Path) -> None:
     ddl = ganzhi(tmp_path, "schema", "--ddl").stdout
     assert "CREATE TABLE IF NOT EXISTS ganzhi.events" in ddl and "ReplacingMergeTree" in ddl
+
+
+def _ssh_log(path: Path) -> None:
+    lines = [f"Mar  1 10:00:{n:02d} bastion sshd[{n}]: Failed password for root from 203.0.113.9 port {n} ssh2"
+             for n in range(12)]
+    lines += ["Mar  1 10:01:00 bastion sshd[99]: Accepted password for root from 203.0.113.9 port 99 ssh2",
+              "garbage that is no syslog line"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_sensor_tail_jsonl_output(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    _ssh_log(log)
+    proc = ganzhi(tmp_path, "sensor", "tail", str(log), "--once", "--output", "jsonl", "--year", "2024")
+    events = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    dead = [orjson.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert [e["action"] for e in events] == ["failure"] * 12 + ["success"]
+    assert len(dead) == 1 and dead[0]["source"] == "syslog" and "no timestamp" in dead[0]["reason"]
+
+
+def test_sensor_tail_embedded_stores_and_detects(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    _ssh_log(log)
+    ganzhi(tmp_path, "sensor", "tail", str(log), "--once", "--year", "2024")
+    again = ganzhi(tmp_path, "sensor", "tail", str(log), "--once", "--year", "2024")  # checkpointed: nothing new
+    assert "0 records" in again.stderr
+    rows = ganzhi(tmp_path, "query", "--json", "SELECT action, count() AS n FROM events GROUP BY 1 ORDER BY 1").stdout
+    assert [orjson.loads(r) for r in rows.splitlines()] == [{"action": "failure", "n": 12},
+                                                            {"action": "success", "n": 1}]
+    alerts = ganzhi(tmp_path, "query", "--json", "SELECT DISTINCT rule_id FROM alerts").stdout
+    assert alerts.strip(), "the SSH brute-force rules should fire on 12 failures in 12 s"
+    bad = ganzhi(tmp_path, "sensor", "tail", str(log), "--format", "nope", check=False)
+    assert bad.returncode == 2 and "unknown log format" in bad.stderr
