@@ -148,7 +148,8 @@ def _evtx(ctx: typer.Context, patterns: list[str], output: Output, sensor: str, 
     """Windows .evtx files: whole-file reads (an .evtx is not a line format)."""
     import glob
 
-    from sensors.logs.parsers.base import ParseError
+    import orjson
+
     from sensors.logs.parsers.windows import read_evtx, to_event
 
     started = time.monotonic()
@@ -157,13 +158,10 @@ def _evtx(ctx: typer.Context, patterns: list[str], output: Output, sensor: str, 
             for path in sorted(glob.glob(pattern)):
                 try:
                     for record_id, doc in read_evtx(Path(path)):
-                        router.stats.records += 1
                         origin = f"{path}#{record_id}"
-                        try:
-                            router.sink.emit(to_event(doc, sensor, origin))
-                            router.stats.events += 1
-                        except ParseError as exc:
-                            router.reject("evtx", str(exc), str(doc)[:4096], origin)
+                        raw = orjson.dumps(doc).decode()
+                        router.handle("evtx", lambda d=doc, o=origin, r=raw: to_event(d, sensor, o, raw=r), raw,
+                                      origin)
                 except (OSError, RuntimeError) as exc:
                     router.reject("evtx", f"unreadable .evtx file: {exc}", "", path)
     _summary("evtx", router.stats, started)

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -118,15 +119,20 @@ class RecordRouter:
         self.stats = SensorStats()
 
     def route(self, parser: Parser, text: str, origin: str, **kwargs: Any) -> dict[str, Any] | None:
+        return self.handle(parser.name, lambda: parser.parse(text, origin, **kwargs), text, origin)
+
+    def handle(self, name: str, parse: Callable[[], dict[str, Any] | None], text: str,
+               origin: str) -> dict[str, Any] | None:
+        """Count one record, run `parse` on it and emit the event, or dead-letter `text` with the reason."""
         self.stats.records += 1
         try:
-            event = parser.parse(text, origin, **kwargs)
+            event = parse()
         except ParseError as exc:
-            self.reject(parser.name, str(exc), text, origin)
+            self.reject(name, str(exc), text, origin)
             return None
         except Exception as exc:  # a parser bug must not stop the sensor or lose the record
-            log.exception("parser %s failed on %s", parser.name, origin)
-            self.reject(parser.name, f"parser bug ({type(exc).__name__}: {exc}); please report it", text, origin)
+            log.exception("parser %s failed on %s", name, origin)
+            self.reject(name, f"parser bug ({type(exc).__name__}: {exc}); please report it", text, origin)
             return None
         if event is None:
             self.stats.skipped += 1

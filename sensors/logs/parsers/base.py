@@ -12,6 +12,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from pipeline.schema import SchemaError, event_id, fits, normalize
 
 
@@ -50,11 +52,25 @@ class ParseContext:
             dt = dt.replace(tzinfo=self.tz)
         return round(dt.timestamp() * 1000)
 
+    def at(self, year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int = 0) -> int:
+        """Epoch ms of a local time given by its parts; ParseError for a date that does not exist."""
+        try:
+            return self.local_ms(datetime(year, month, day, hour, minute, second, micro))
+        except ValueError as exc:  # Feb 29 in a common year, day 31 of a 30-day month, ...
+            raise ParseError(f"impossible date: {exc}") from None
+
+    def strptime_ms(self, text: str, fmt: str) -> int:
+        """Epoch ms of a local time in `fmt`; ParseError for a date that does not exist."""
+        try:
+            return self.local_ms(datetime.strptime(text, fmt))
+        except ValueError as exc:
+            raise ParseError(f"impossible date: {exc}") from None
+
     def yearless_ms(self, month: int, day: int, hour: int, minute: int, second: int, micro: int = 0) -> int:
         """Epoch ms of a timestamp without a year (see `year`)."""
+        if self.year is not None:
+            return self.at(self.year, month, day, hour, minute, second, micro)
         try:
-            if self.year is not None:
-                return self.local_ms(datetime(self.year, month, day, hour, minute, second, micro))
             now = datetime.now(self.tz)
             dt = datetime(now.year, month, day, hour, minute, second, micro, tzinfo=self.tz)
             if (dt - now).total_seconds() > 86400:
@@ -83,17 +99,28 @@ class Parser:
         """Validate a parsed record into a canonical event with a deterministic id and the raw line."""
         source_type = source_type or record.get("source_type") or self.source_type
         try:
-            raw.encode("utf-8")
+            raw_bytes = raw.encode("utf-8")
         except UnicodeEncodeError:  # readers decode with backslashreplace; only a caller's str can hold these
             raise ParseError("text holds lone surrogates (not valid Unicode)") from None
         record["source_type"] = source_type
         record["sensor"] = self.ctx.sensor
         record["raw"] = raw
-        record["event_id"] = event_id(f"{self.ctx.sensor}/{source_type}", raw, origin)
+        record["event_id"] = event_id(f"{self.ctx.sensor}/{source_type}", raw_bytes, origin)
         try:
             return normalize(record)
         except SchemaError as exc:
             raise ParseError(f"{exc.field}: {exc.reason}") from None
+
+
+def load_object(line: str, what: str) -> dict[str, Any]:
+    """The JSON object on one line; ParseError for invalid JSON or any other JSON type."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ParseError(f"{what} must be a JSON object")
+    return doc
 
 
 def put(record: dict[str, Any], column: str, value: Any, extra: dict[str, str], name: str) -> None:

@@ -5,10 +5,9 @@ or carried by syslog (`named[812]: client @0x7f.. 10.0.0.5#53412 (example.com): 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
-from sensors.logs.parsers.base import ParseError, Parser, severity_name
+from sensors.logs.parsers.base import Parser, severity_name
 
 QUERY = re.compile(
     r"client (?:@0x[0-9a-f]+ )?(?P<ip>[0-9a-fA-F.:]+)#(?P<port>\d+)(?: \((?P<name>[^)]*)\))?: "
@@ -63,10 +62,7 @@ class BindParser(Parser):
         m = FILE_LINE.match(line)
         if not m:
             return self._syslog.parse(line, origin)
-        try:
-            ts = self.ctx.local_ms(datetime.strptime(m.group("ts").split(".")[0], "%d-%b-%Y %H:%M:%S"))
-        except ValueError as exc:
-            raise ParseError(f"bad BIND time {m.group('ts')!r}: {exc}") from None
+        ts = self.ctx.strptime_ms(m.group("ts").split(".")[0], "%d-%b-%Y %H:%M:%S")
         if "." in m.group("ts"):
             ts += int(m.group("ts").rsplit(".", 1)[1].ljust(3, "0")[:3])
         record: dict[str, Any] = {"ts": ts, "message": m.group("msg")}

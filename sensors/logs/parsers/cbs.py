@@ -5,7 +5,6 @@ Lines without the timestamp prefix continue the record before them (CBS writes m
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from sensors.logs.parsers.base import ParseError, Parser, severity_name
@@ -23,11 +22,8 @@ class CbsParser(Parser):
         m = LINE.match(line)
         if not m:
             raise ParseError("not a CBS log line (yyyy-mm-dd hh:mm:ss, Level Component message)")
-        try:
-            ts = self.ctx.local_ms(datetime.strptime(m.group("ts"), "%Y-%m-%d %H:%M:%S"))
-        except ValueError as exc:
-            raise ParseError(f"impossible date: {exc}") from None
-        record = {"ts": ts, "event_category": "windows_servicing", "message": m.group("message"),
+        record = {"ts": self.ctx.strptime_ms(m.group("ts"), "%Y-%m-%d %H:%M:%S"), "event_category": "windows_servicing",
+                  "message": m.group("message"),
                   "severity": severity_name(m.group("level")) or "informational",
                   "extra": {"component": m.group("component"), "level": m.group("level")}}
         return self.event(record, line, origin)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.schema import parse_ts
 from sensors.logs.parsers.base import ParseError, Parser, put
-from sensors.logs.parsers.firewall import KEY_ALIASES, PROTOCOL_NUMBERS, action_word
+from sensors.logs.parsers.firewall import KEY_ALIASES, column_value
 
 CEF_KEYS = {
     "src": "src_ip", "dst": "dst_ip", "spt": "src_port", "dpt": "dst_port", "proto": "protocol",
@@ -104,15 +104,8 @@ def _apply(pairs: list[tuple[str, str]], record: dict[str, Any], extra: dict[str
         column = CEF_KEYS.get(key) or KEY_ALIASES.get(key.lower())
         if column is None:
             extra[key] = value
-            continue
-        if column == "protocol":
-            value = PROTOCOL_NUMBERS.get(value, value.lower())
-        elif column == "action":
-            extra[key] = value
-            value = action_word(value) or value.lower()
-        elif column == "app_protocol":
-            value = value.lower()
-        put(record, column, value, extra, key)
+        else:
+            put(record, column, column_value(column, key, value, extra), extra, key)
 
 
 def parse_cef_text(text: str, record: dict[str, Any], extra: dict[str, str]) -> str | None:

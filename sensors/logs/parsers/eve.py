@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from pipeline.schema import parse_ts
-from sensors.logs.parsers.base import ParseError, Parser, put
+from sensors.logs.parsers.base import ParseError, Parser, load_object, put
 
 SOURCE_TYPE = "suricata_eve"
 CATEGORIES = {
@@ -41,7 +41,7 @@ COLUMNS = {
     "fileinfo.filename": "file_path", "fileinfo.sha256": "file_hash", "fileinfo.md5": "file_hash",
     "ssh.client.software_version": "message", "smtp.helo": "host_name",
     "krb5.cname": "user_name", "ftp.command_data": "message",
-    "alert.signature": "message", "alert.category": "extra",
+    "alert.signature": "message",
 }
 
 
@@ -74,12 +74,7 @@ class EveParser(Parser):
     source_type = SOURCE_TYPE
 
     def parse(self, line: str, origin: str) -> dict[str, Any] | None:
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"invalid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ParseError("an EVE record must be a JSON object")
+        doc = load_object(line, "an EVE record")
         event_type = doc.get("event_type")
         if not isinstance(event_type, str) or "timestamp" not in doc:
             raise ParseError("not an EVE record: no event_type or timestamp")
@@ -91,7 +86,7 @@ class EveParser(Parser):
         extra: dict[str, str] = {}
         for path, value in flat.items():
             column = COLUMNS.get(path)
-            if column is None or column == "extra" or isinstance(value, list | bool):
+            if column is None or isinstance(value, list | bool):
                 if value is not None and value != "" and value != []:
                     extra[path] = value if isinstance(value, str) else orjson.dumps(value).decode()
             else:

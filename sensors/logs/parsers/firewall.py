@@ -56,28 +56,30 @@ def _norm(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-def apply_pairs(pairs: list[tuple[str, str]], record: dict[str, Any], extra: dict[str, str]) -> int:
-    """Put vendor key/value pairs into columns (via KEY_ALIASES) or extra; returns how many hit a column."""
-    hits = 0
+def column_value(column: str, key: str, value: str, extra: dict[str, str]) -> str:
+    """A vendor's value in the vocabulary of its column: protocol numbers to names, action words to
+    allowed/denied (the vendor's word kept in extra under its key), names lower-cased."""
+    if column == "protocol":
+        return PROTOCOL_NUMBERS.get(value, value.lower())
+    if column == "action":
+        extra[key] = value
+        return action_word(value) or value.lower()
+    if column == "app_protocol":
+        return value.lower()
+    return value
+
+
+def apply_pairs(pairs: list[tuple[str, str]], record: dict[str, Any], extra: dict[str, str]) -> None:
+    """Put vendor key/value pairs into columns (via KEY_ALIASES) or extra."""
     for key, value in pairs:
         value = value.strip().strip('"')
         if not key or value in ("", "-"):
             continue
         column = KEY_ALIASES.get(_norm(key))
-        if column == "protocol":
-            value = PROTOCOL_NUMBERS.get(value, value.lower())
-        elif column == "action":
-            extra[key] = value
-            value = action_word(value) or value.lower()
-        elif column == "app_protocol":
-            value = value.lower()
         if column is None:
             extra[key] = value
-            continue
-        before = column in record
-        put(record, column, value, extra, key)
-        hits += (column in record) and not before
-    return hits
+        else:
+            put(record, column, column_value(column, key, value, extra), extra, key)
 
 
 # -- netfilter ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import orjson
 
 from pipeline.schema import SchemaError, parse_ts
 from sensors.logs.parsers import auth, bind, cef, firewall
-from sensors.logs.parsers.base import SYSLOG_SEVERITIES, ParseError, Parser
+from sensors.logs.parsers.base import SYSLOG_SEVERITIES, ParseError, Parser, load_object
 
 MessageParser = Callable[[str, str, dict[str, Any], dict[str, str]], "str | None"]
 MESSAGE_PARSERS: tuple[MessageParser, ...] = (
@@ -172,10 +172,7 @@ class SyslogParser(Parser):
         micro = int((m.group("frac") or "0").ljust(6, "0"))
         year = m.group("year1") or m.group("year2")
         if year:
-            try:
-                return self.ctx.local_ms(datetime(int(year), month, int(m.group("day")), hh, mm, ss, micro))
-            except ValueError as exc:
-                raise ParseError(f"impossible date: {exc}") from None
+            return self.ctx.at(int(year), month, int(m.group("day")), hh, mm, ss, micro)
         if hh > 23 or mm > 59 or ss > 60:
             raise ParseError(f"impossible time {m.group('time')}")
         return self.ctx.yearless_ms(month, int(m.group("day")), hh, mm, min(ss, 59), micro)
@@ -200,11 +197,8 @@ class JournaldParser(Parser):
     source_type = "journald"
 
     def parse(self, line: str, origin: str) -> dict[str, Any] | None:
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"invalid JSON: {exc}") from None
-        if not isinstance(doc, dict) or "__REALTIME_TIMESTAMP" not in doc:
+        doc = load_object(line, "a journald record")
+        if "__REALTIME_TIMESTAMP" not in doc:
             raise ParseError("not a journald JSON record: no __REALTIME_TIMESTAMP")
         try:
             ts = int(doc["__REALTIME_TIMESTAMP"]) // 1000

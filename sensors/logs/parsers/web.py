@@ -148,10 +148,7 @@ class ErrorLogParser(Parser):
             raise ParseError(f"bad month {g['mon']!r}")
         hh, mm, ss = (int(x) for x in g["time"].split(":"))
         micro = int((g["frac"] or "0").ljust(6, "0"))
-        try:
-            ts = self.ctx.local_ms(datetime(int(g["year"]), _MONTHS[g["mon"]], int(g["day"]), hh, mm, ss, micro))
-        except ValueError as exc:
-            raise ParseError(f"impossible date: {exc}") from None
+        ts = self.ctx.at(int(g["year"]), _MONTHS[g["mon"]], int(g["day"]), hh, mm, ss, micro)
         record: dict[str, Any] = {"ts": ts, "event_category": "web_error", "message": g["message"],
                                   "severity": severity_name(g["level"])}
         extra = {k: g[k] for k in ("module", "pid", "tid") if g[k]}
@@ -163,10 +160,7 @@ class ErrorLogParser(Parser):
 
     def _nginx(self, m: re.Match[str], line: str, origin: str) -> dict[str, Any]:
         g = m.groupdict()
-        try:
-            ts = self.ctx.local_ms(datetime.strptime(f"{g['date']} {g['time']}", "%Y/%m/%d %H:%M:%S"))
-        except ValueError as exc:
-            raise ParseError(f"impossible date: {exc}") from None
+        ts = self.ctx.strptime_ms(f"{g['date']} {g['time']}", "%Y/%m/%d %H:%M:%S")
         message = g["message"]
         record: dict[str, Any] = {"ts": ts, "event_category": "web_error", "severity": severity_name(g["level"])}
         extra = {"pid": g["pid"], "tid": g["tid"]}

@@ -17,7 +17,7 @@ import orjson
 
 from pipeline.schema import SchemaError, event_id, fits, normalize
 from rules.mapping import WINDOWS_FIELDS, windows_category
-from sensors.logs.parsers.base import ParseError, Parser
+from sensors.logs.parsers.base import ParseError, Parser, load_object
 
 __all__ = ["ParseError", "WindowsJsonParser", "looks_like", "read_evtx", "read_json_documents", "to_event"]
 
@@ -183,13 +183,7 @@ class WindowsJsonParser(Parser):
     source_type = SOURCE_TYPE
 
     def parse(self, line: str, origin: str) -> dict[str, Any] | None:
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"invalid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ParseError("a Windows event must be a JSON object")
-        return to_event(doc, self.ctx.sensor, origin, raw=line)
+        return to_event(load_object(line, "a Windows event"), self.ctx.sensor, origin, raw=line)
 
 
 def read_json_documents(text: str) -> Iterator[Any]:

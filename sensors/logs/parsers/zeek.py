@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from rules.mapping import zeek_fields
-from sensors.logs.parsers.base import ParseError, Parser, put
+from sensors.logs.parsers.base import ParseError, Parser, load_object, put
 
 CATEGORIES = {
     "conn": "network_connection", "dns": "dns", "http": "http", "ssl": "tls", "x509": "certificate",
@@ -120,12 +120,7 @@ class ZeekParser(Parser):
     # -- JSON ----------------------------------------------------------------------------------
 
     def _json(self, line: str, origin: str) -> dict[str, Any]:
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"invalid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ParseError("a Zeek JSON record must be an object")
+        doc = load_object(line, "a Zeek JSON record")
         log = doc.pop("_path", None) or self.log
         return self._build(doc, log, line, origin)
 
