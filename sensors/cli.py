@@ -19,7 +19,8 @@ import typer
 
 from pipeline.config import UsageProblem
 from sensors.logs.parsers import FORMATS, ParseContext, canonical_format
-from sensors.logs.sink import BusSink, JsonlSink, RecordRouter
+from sensors.logs.router import RecordRouter
+from sensors.sink import BusSink, JsonlSink
 
 sensor_app = typer.Typer(help="Sensors: tail log files, receive syslog.", no_args_is_help=True)
 

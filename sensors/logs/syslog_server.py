@@ -20,7 +20,7 @@ from typing import Any
 
 from sensors.logs.parsers.base import ParseContext, decode_line
 from sensors.logs.parsers.syslog import SyslogParser
-from sensors.logs.sink import RecordRouter
+from sensors.logs.router import RecordRouter
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import orjson
 
 from sensors.logs.parsers import ParseContext, Parser, detect_format, make_parser
 from sensors.logs.parsers.base import decode_line
-from sensors.logs.sink import RecordRouter
+from sensors.logs.router import RecordRouter
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 256

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from pipeline.writer import Writer
 from sensors.logs.parsers import ParseContext
-from sensors.logs.sink import BusSink, ListSink, RecordRouter
+from sensors.logs.router import RecordRouter
 from sensors.logs.syslog_server import Listen, SyslogServer
 from sensors.logs.tail import Tailer
+from sensors.sink import BusSink, ListSink
 from tests.conftest import SHARED_DATA
 from tests.integration.test_kafka_clickhouse import _stored_ids, _write_until
 

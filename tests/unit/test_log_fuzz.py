@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from pipeline.schema import dumps, loads
 from sensors.logs.parsers import PARSERS, ParseContext, ParseError, detect_format, make_parser
-from sensors.logs.sink import ListSink, RecordRouter
+from sensors.logs.router import RecordRouter
+from sensors.sink import ListSink
 
 FUZZ_INPUTS = int(os.environ.get("GANZHI_FUZZ_INPUTS", "100000"))
 CTX = replace(ParseContext.make(sensor="fuzz", year=2024), received_ms=1_700_000_000_000)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from sensors.logs.parsers import ParseContext
-from sensors.logs.sink import ListSink, RecordRouter
+from sensors.logs.router import RecordRouter
 from sensors.logs.syslog_server import Listen, SyslogServer
 from sensors.logs.tail import Tailer
+from sensors.sink import ListSink
 
 CTX = ParseContext.make(sensor="t", year=2024)
 

@@ -19,8 +19,9 @@ from pipeline.schema import format_ts
 from sensors.logs.parsers import ParseContext, make_parser
 from sensors.logs.parsers.base import ParseError
 from sensors.logs.parsers.windows import read_json_documents, to_event
-from sensors.logs.sink import ListSink, RecordRouter
+from sensors.logs.router import RecordRouter
 from sensors.logs.tail import Tailer
+from sensors.sink import ListSink
 from tests.conftest import SHARED_DATA
 
 LOGHUB = SHARED_DATA / "logs" / "loghub"

@@ -1,0 +1,247 @@
+"""Packet sources: pcap/pcapng files and live interfaces, read as batches for the vectorised decoder.
+
+A `Batch` is one contiguous byte buffer with per-packet offsets, lengths and times, so the decoder can
+gather header bytes for thousands of packets with one numpy operation. Classic pcap files are read by
+walking the record headers directly (the hot path: no per-packet objects); pcapng files and live capture go
+through scapy (`RawPcapNgReader`, `conf.L2listen`), whose raw packets are packed into the same batches.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PAD = 128  # zero bytes after the last packet: header gathers past a short packet stay inside the buffer
+BATCH_PACKETS = 32768
+
+# link types the decoder reads itself; every other one goes through scapy's dissectors
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_SLL, LINKTYPE_SLL2 = 0, 1, 101, 113, 276
+LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW_OLD = 228, 229, 12
+
+
+class CaptureError(Exception):
+    """A capture file or interface that cannot be read at all (the message says why)."""
+
+
+@dataclass
+class Batch:
+    data: bytes  # packet bytes, back to back, followed by PAD zero bytes
+    off: np.ndarray  # int64: where each packet starts in data
+    caplen: np.ndarray  # int64: bytes captured
+    wirelen: np.ndarray  # int64: bytes on the wire
+    ts_us: np.ndarray  # int64: capture time, epoch microseconds
+    linktype: int
+    first: int  # 1-based number of the first packet in its source (Suricata's pcap_cnt)
+    # slow-path batches of reassembled/re-dissected packets: their own numbers and VLAN ids
+    number: np.ndarray | None = None
+    vlans: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.off)
+
+    @property
+    def buf(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+    @classmethod
+    def pack(cls, packets: list[tuple[bytes, int, int]], linktype: int, first: int) -> Batch:
+        """From (bytes, wire length, epoch µs) tuples."""
+        lengths = np.fromiter((len(p[0]) for p in packets), dtype=np.int64, count=len(packets))
+        off = np.zeros(len(packets), dtype=np.int64)
+        if len(packets) > 1:
+            np.cumsum(lengths[:-1], out=off[1:])
+        data = b"".join(p[0] for p in packets) + bytes(PAD)
+        wire = np.fromiter((p[1] for p in packets), dtype=np.int64, count=len(packets))
+        ts = np.fromiter((p[2] for p in packets), dtype=np.int64, count=len(packets))
+        return cls(data, off, lengths, wire, ts, linktype, first)
+
+
+_PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000), b"\xa1\xb2\xc3\xd4": (">", 1_000),  # µs
+    b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1),  # ns
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+def read_file(path: str | Path, batch_packets: int = BATCH_PACKETS) -> Iterator[Batch]:
+    """Batches from a pcap or pcapng file. A file cut short ends the stream (its last record is dropped)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise CaptureError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic in _PCAP_MAGIC:
+        return _read_pcap(path, batch_packets)
+    if magic == _PCAPNG_MAGIC:
+        return _read_pcapng(path, batch_packets)
+    raise CaptureError(f"{path} is not a pcap or pcapng file (magic {magic.hex() or 'empty'})")
+
+
+def _read_pcap(path: Path, batch_packets: int, chunk_bytes: int = 16 << 20) -> Iterator[Batch]:
+    with path.open("rb") as f:
+        header = f.read(24)
+        if len(header) < 24:
+            raise CaptureError(f"{path}: pcap header cut short")
+        endian, ns_factor = _PCAP_MAGIC[header[:4]]
+        linktype = struct.unpack(endian + "I", header[20:24])[0] & 0x0FFFFFFF
+        tail = b""
+        first = 1
+        while True:
+            chunk = f.read(chunk_bytes)
+            if not chunk:
+                break
+            data = tail + chunk
+            offsets, end = _walk(data, endian, batch_packets)
+            while offsets:
+                yield _pcap_batch(data, offsets, endian, ns_factor, linktype, first)
+                first += len(offsets)
+                offsets, end = _walk(data, endian, batch_packets, start=end)
+            tail = data[end:]
+
+
+def _walk(data: bytes, endian: str, limit: int, start: int = 0) -> tuple[list[int], int]:
+    """Offsets of up to `limit` complete records from `start`, and where the next one begins.
+
+    The one per-packet Python loop of the file path: reads caplen through four memoryview casts (one per
+    alignment) instead of struct calls, about 3M records/s.
+    """
+    n = len(data)
+    mv = memoryview(data)
+    fmt = "I" if (endian == "<") == (struct.pack("=I", 1) == struct.pack("<I", 1)) else None
+    offsets: list[int] = []
+    append = offsets.append
+    o = start
+    if fmt is None:  # byte-swapped file: the slow but simple way
+        unpack = struct.Struct(endian + "I").unpack_from
+        while o + 16 <= n and len(offsets) < limit:
+            size = 16 + unpack(data, o + 8)[0]
+            if o + size > n:
+                break
+            append(o)
+            o += size
+        return offsets, o
+    views = [mv[k:k + ((n - k) // 4) * 4].cast("I") for k in range(4)]
+    last = n - 16
+    for _ in range(limit):
+        if o > last:
+            break
+        p = o + 8
+        size = 16 + views[p & 3][p >> 2]
+        if o + size > n:
+            break
+        append(o)
+        o += size
+    return offsets, o
+
+
+def _pcap_batch(data: bytes, offsets: list[int], endian: str, ns_factor: int, linktype: int, first: int) -> Batch:
+    rec = np.asarray(offsets, dtype=np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    dt = np.dtype(endian + "u4")
+    headers = raw[rec[:, None] + np.arange(16)].view(dt)  # (n, 4): ts_sec, ts_frac, caplen, wirelen
+    ts = headers[:, 0].astype(np.int64) * 1_000_000 + headers[:, 1].astype(np.int64) * ns_factor // 1_000
+    caplen = headers[:, 2].astype(np.int64)
+    # one copy of the packet bytes, padded: gathers past the end of the last packet read zeros
+    lo, hi = offsets[0], offsets[-1] + 16 + int(caplen[-1])
+    return Batch(data[lo:hi] + bytes(PAD), rec - lo + 16, caplen, headers[:, 3].astype(np.int64), ts, linktype,
+                 first)
+
+
+def _read_pcapng(path: Path, batch_packets: int) -> Iterator[Batch]:
+    from scapy.utils import RawPcapNgReader
+
+    try:
+        reader = RawPcapNgReader(str(path))
+    except Exception as exc:  # scapy raises Scapy_Exception and struct errors for damaged headers
+        raise CaptureError(f"{path}: unreadable pcapng ({exc})") from None
+    first, pending, linktype = 1, [], None
+    with reader:
+        while True:
+            try:
+                item = reader.read_packet()
+            except EOFError:
+                break
+            except Exception:  # a damaged block ends the file, like a cut-short pcap
+                break
+            data, meta = item
+            lt = reader.interfaces[meta.ifid][0] if meta.ifid < len(reader.interfaces) else LINKTYPE_ETHERNET
+            if pending and (lt != linktype or len(pending) >= batch_packets):
+                yield Batch.pack(pending, linktype, first)
+                first += len(pending)
+                pending = []
+            linktype = lt
+            ts_us = ((meta.tshigh << 32) | meta.tslow) * 1_000_000 // meta.tsresol
+            pending.append((data, meta.wirelen or len(data), ts_us))
+    if pending:
+        yield Batch.pack(pending, linktype, first)
+
+
+@dataclass
+class LiveOptions:
+    iface: str
+    bpf: str | None = None
+    snaplen: int = 65535
+    promisc: bool = True
+    batch_packets: int = 4096
+    batch_seconds: float = 0.2
+
+
+class LiveCapture:
+    """Packets from an interface (AF_PACKET through scapy), batched by count or time."""
+
+    def __init__(self, options: LiveOptions):
+        from scapy.config import conf
+
+        self.options = options
+        try:
+            self.socket = conf.L2listen(iface=options.iface, filter=options.bpf, promisc=options.promisc)
+        except (OSError, PermissionError) as exc:
+            raise CaptureError(f"cannot capture on {options.iface}: {exc} (needs root or CAP_NET_RAW)") from None
+        except Exception as exc:  # scapy raises Scapy_Exception for a bad BPF filter
+            raise CaptureError(f"cannot capture on {options.iface}: {exc}") from None
+        self.linktype = LINKTYPE_ETHERNET
+        self.received = 0
+
+    def kernel_drops(self) -> int:
+        """Packets the kernel dropped for this socket since the last call (PACKET_STATISTICS)."""
+        try:
+            raw = self.socket.ins.getsockopt(263, 6, 8)  # SOL_PACKET, PACKET_STATISTICS
+        except OSError:
+            return 0
+        return struct.unpack("II", raw)[1]
+
+    def batches(self, stop: threading.Event) -> Iterator[Batch]:
+        opts = self.options
+        pending: list[tuple[bytes, int, int]] = []
+        deadline = time.monotonic() + opts.batch_seconds
+        sock = self.socket
+        sock.ins.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                _cls, data, ts = sock.recv_raw(opts.snaplen + 64)
+            except (TimeoutError, BlockingIOError):
+                data = None
+            except OSError as exc:
+                raise CaptureError(f"capture on {opts.iface} failed: {exc}") from None
+            if data is not None:
+                ts_us = int((ts if ts is not None else time.time()) * 1_000_000)
+                pending.append((data[:opts.snaplen], len(data), ts_us))
+            if pending and (len(pending) >= opts.batch_packets or time.monotonic() >= deadline):
+                self.received += len(pending)
+                yield Batch.pack(pending, self.linktype, self.received - len(pending) + 1)
+                pending = []
+            if time.monotonic() >= deadline:
+                deadline = time.monotonic() + opts.batch_seconds
+        if pending:
+            self.received += len(pending)
+            yield Batch.pack(pending, self.linktype, self.received - len(pending) + 1)
+
+    def close(self) -> None:
+        self.socket.close()
