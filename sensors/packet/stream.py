@@ -49,6 +49,18 @@ class Stream:
                     progress = True
         return b"".join(parts)
 
+    def skip_gap(self) -> tuple[int, bytes]:
+        """Give up on missing bytes (lost by the capture): jump to the nearest waiting segment.
+
+        Returns the gap's size and the bytes now contiguous after it ((0, b"") when nothing waits).
+        """
+        if not self.pending or self.next is None:
+            return 0, b""
+        nearest = min(self.pending, key=lambda s: (s - self.next) & MASK)
+        gap = (nearest - self.next) & MASK
+        self.next = nearest
+        return gap, self.add(nearest, self.pending.pop(nearest))
+
     def _take(self, seq: int, data: bytes) -> bytes:
         """Deliver `data` starting at `seq` (at or before `next`): the bytes beyond `next`, if any."""
         behind = (self.next - seq) & MASK

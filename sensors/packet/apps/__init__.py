@@ -19,6 +19,7 @@ from sensors.packet.stream import Stream
 SYN = 0x02
 DETECT_BYTES = 4096  # give up on a flow whose first bytes match nothing we read
 UDP_DETECT_PACKETS = 4
+GAP_SEGMENTS = 8  # segments waiting behind a hole before the hole is declared lost
 
 
 class FlowApp:
@@ -67,7 +68,11 @@ class FlowApp:
             if payload:
                 data = stream.add(seq, payload)
                 if data:
+                    # request/response: new data one way means the other way's missing bytes are not coming
+                    self._gaps(not from_orig, ts_us)
                     self._tcp(from_orig, data, ts_us)
+                elif len(stream.pending) >= GAP_SEGMENTS:
+                    self._gaps(from_orig, ts_us)
             return
         if not payload:
             return
@@ -78,6 +83,20 @@ class FlowApp:
         self.seen += 1
         if self.seen >= UDP_DETECT_PACKETS:
             self.done = True
+
+    def _gaps(self, from_orig: bool, ts_us: int) -> None:
+        """Skip what the capture lost in one direction and go on with the bytes after it."""
+        stream = self.streams[0 if from_orig else 1]
+        while stream.pending and not self.done:
+            gap, data = stream.skip_gap()
+            if self.parser is None or not hasattr(self.parser, "gap") or self.tcp_dns:
+                self.done = True  # no way to resynchronise: stop looking at this flow
+                if self.parser is not None:
+                    self.parser.finish()
+                return
+            self.parser.gap(from_orig, gap)
+            if data:
+                self._tcp(from_orig, data, ts_us)
 
     def _tcp(self, from_orig: bool, data: bytes, ts_us: int) -> None:
         if self.parser is None and not self._detect(from_orig, data):
@@ -124,6 +143,9 @@ class FlowApp:
         self.dns_buf[d] = buf[:70_000]
 
     def finish(self) -> None:
+        if self.streams is not None and not self.done:
+            for from_orig in (True, False):
+                self._gaps(from_orig, 0)
         if self.parser is not None:
             self.parser.finish()
         self.done = True

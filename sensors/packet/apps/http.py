@@ -29,6 +29,7 @@ class _Side:
         self.chunk_buffer = b""
         self.body_len = 0
         self.current: dict[str, Any] | None = None
+        self.resync = False  # after a gap: skip to the next message start
 
 
 class HttpState:
@@ -46,8 +47,14 @@ class HttpState:
             if side.body_left or side.chunked:
                 data = self._body(side, data, from_orig)
                 continue
-            side.buffer += data
+            side.buffer = (side.buffer + data).lstrip(b"\r\n")  # stray line ends between messages
             data = b""
+            if side.resync:
+                start = _message_start(side.buffer, from_orig)
+                if start < 0:
+                    side.buffer = side.buffer[-16:]
+                    return
+                side.buffer, side.resync = side.buffer[start:], False
             end = side.buffer.find(b"\r\n\r\n")
             sep = 4
             if end < 0:
@@ -62,6 +69,23 @@ class HttpState:
                 self._request(head, ts_us)
             else:
                 self._response(head, ts_us)
+
+    def gap(self, from_orig: bool, size: int) -> None:
+        """`size` bytes of this direction were lost: inside a body they are counted, else resynchronise."""
+        side = self.sides[0 if from_orig else 1]
+        if side.body_left > 0 and not side.chunked and size < side.body_left:
+            side.body_left -= size
+            side.body_len += size
+            return
+        if side.body_left > 0 and not side.chunked:
+            side.body_len += side.body_left
+            side.body_left = 0
+            self._body_done(side, from_orig)
+        elif side.body_left == -1:
+            side.body_len += size
+            return
+        side.buffer, side.chunk_buffer, side.chunked, side.body_left = b"", b"", False, 0
+        side.resync = True
 
     def _body(self, side: _Side, data: bytes, from_orig: bool) -> bytes:
         if side.body_left == -1:  # until the connection closes
@@ -184,6 +208,14 @@ class HttpState:
                 side.current = None
         while self.requests:
             self._emit(self.requests.popleft())
+
+
+def _message_start(buffer: bytes, request: bool) -> int:
+    """Where the first request (or response) line begins in `buffer` (-1: none yet)."""
+    if not request:
+        return buffer.find(b"HTTP/1.")
+    found = [i for i in (buffer.find(m) for m in METHODS) if i >= 0 and (i == 0 or buffer[i - 1:i] == b"\n")]
+    return min(found, default=-1)
 
 
 def _headers(lines: list[str]) -> dict[str, str]:
