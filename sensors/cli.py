@@ -22,7 +22,7 @@ from sensors.logs.parsers import FORMATS, ParseContext, canonical_format
 from sensors.logs.router import RecordRouter
 from sensors.sink import BusSink, JsonlSink
 
-sensor_app = typer.Typer(help="Sensors: tail log files, receive syslog.", no_args_is_help=True)
+sensor_app = typer.Typer(help="Sensors: capture packets, tail log files, receive syslog.", no_args_is_help=True)
 
 
 class Output(StrEnum):
@@ -202,3 +202,59 @@ def syslog(
             err.print(f"syslog: {router.stats.as_dict()}", highlight=False)
         server.stop()
     _summary("syslog", router.stats, started)
+
+
+@sensor_app.command("packet")
+def packet(
+    ctx: typer.Context,
+    pcap: Annotated[list[Path] | None, typer.Option("--pcap", help="pcap/pcapng file(s) to replay")] = None,
+    iface: Annotated[str | None, typer.Option("--iface", help="interface to capture on (needs CAP_NET_RAW)")] = None,
+    bpf: Annotated[str | None, typer.Option("--bpf", help="BPF capture filter, e.g. 'not port 22'")] = None,
+    snaplen: Annotated[int, typer.Option(min=64, max=262144, help="bytes kept per packet")] = 65535,
+    promisc: Annotated[bool, typer.Option("--promisc/--no-promisc", help="promiscuous mode")] = True,
+    health_interval: Annotated[float, typer.Option(help="seconds between sensor_health events")] = 60.0,
+    output: OutputOption = Output.bus,
+    sensor: SensorName = "ganzhi-packet",
+    rules: Annotated[list[str] | None, typer.Option("--rules", help="embedded mode: rules for live detection")] =
+    None,
+) -> None:
+    """Decode packets from pcap files or an interface into flow and DNS/HTTP/TLS/SSH events."""
+    from pipeline.cli import _progress, err
+    from sensors.packet.capture import CaptureError, LiveCapture, LiveOptions, read_file
+    from sensors.packet.sensor import PacketSensor
+
+    if bool(pcap) == bool(iface):
+        raise UsageProblem("give either --pcap FILE (replay) or --iface NAME (live capture)")
+    started = time.monotonic()
+    with _router(ctx, output, rules) as router:
+        sink = router.sink
+        try:
+            if pcap:
+                total = sum(p.stat().st_size for p in pcap if p.is_file())
+                with _progress() as progress:
+                    task = progress.add_task("packets", total=total or None)
+                    for path in pcap:
+                        packet_sensor = PacketSensor(sink, sensor, str(path), health_interval_s=health_interval)
+                        packet_sensor.run(read_file(path), on_batch=lambda b: progress.advance(
+                            task, len(b.data) + 16 * len(b)))
+                        _packet_summary(err, str(path), packet_sensor, started)
+            else:
+                capture = LiveCapture(LiveOptions(iface, bpf, snaplen, promisc))
+                packet_sensor = PacketSensor(sink, sensor, iface, health_interval_s=health_interval,
+                                             drops=capture.kernel_drops)
+                err.print(f"packet: capturing on {iface}" + (f" ({bpf})" if bpf else ""))
+                try:
+                    packet_sensor.run(capture.batches(_stop_event()))
+                finally:
+                    capture.close()
+                _packet_summary(err, iface, packet_sensor, started)
+        except CaptureError as exc:
+            raise UsageProblem(str(exc)) from None
+
+
+def _packet_summary(err: Any, origin: str, packet_sensor: Any, started: float) -> None:
+    c = packet_sensor.counters()
+    errors = ", ".join(f"{k}={v:,}" for k, v in c["decode_errors"].items()) or "none"
+    events = ", ".join(f"{k}={v:,}" for k, v in c["events"].items()) or "none"
+    err.print(f"packet {origin}: {c['packets']:,} packets, {c['bytes']:,} bytes, drops={c['drops']:,}; "
+              f"events: {events}; decode errors: {errors}; in {time.monotonic() - started:.1f}s", highlight=False)

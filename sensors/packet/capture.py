@@ -162,16 +162,16 @@ def _read_pcapng(path: Path, batch_packets: int) -> Iterator[Batch]:
     except Exception as exc:  # scapy raises Scapy_Exception and struct errors for damaged headers
         raise CaptureError(f"{path}: unreadable pcapng ({exc})") from None
     first, pending, linktype = 1, [], None
+    packets = iter(reader)
     with reader:
         while True:
             try:
-                item = reader.read_packet()
-            except EOFError:
+                data, meta = next(packets)
+            except StopIteration:
                 break
             except Exception:  # a damaged block ends the file, like a cut-short pcap
                 break
-            data, meta = item
-            lt = reader.interfaces[meta.ifid][0] if meta.ifid < len(reader.interfaces) else LINKTYPE_ETHERNET
+            lt = meta.linktype
             if pending and (lt != linktype or len(pending) >= batch_packets):
                 yield Batch.pack(pending, linktype, first)
                 first += len(pending)

@@ -204,7 +204,7 @@ class FlowTable:
         sender_is_a = side[rows] == 0
         # ICMP: the (logical) requester originates, whichever packet came first
         icmp = (proto == ICMP) | (proto == ICMP6)
-        requester_is_a = ~(sender_is_a ^ p.reverse[rows])
+        requester_is_a = sender_is_a ^ p.reverse[rows]
         orig_is_a = np.where(icmp, requester_is_a, np.where(synack | looks_reversed, ~sender_is_a, sender_is_a))
         self.orig_is_a[slots_arr] = orig_is_a
         self.first_us[slots_arr] = p.ts_us[rows]
