@@ -14,6 +14,7 @@ or is not a SYN and goes from a likely server port to a non-server port. `conn_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -235,34 +236,38 @@ class FlowTable:
     def all_active(self) -> np.ndarray:
         return np.flatnonzero(self.active[:self.size])
 
-    def key_of(self, slot: int) -> tuple:
-        return tuple(getattr(self, k)[slot].item() for k in _KEY)
-
     def release(self, slots: np.ndarray) -> None:
-        for slot in slots.tolist():
-            del self.index[self.key_of(slot)]
-            self.free.append(slot)
+        index = self.index
+        for key in zip(*(getattr(self, k)[slots].tolist() for k in _KEY), strict=True):
+            del index[key]
+        self.free.extend(slots.tolist())
         self.active[slots] = False
         self.inspect[slots] = False
 
     # -- reading a flow -----------------------------------------------------------------------------
 
-    def orig_resp(self, slot: int) -> dict[str, object]:
+    def orig_resp(self, slot: int) -> dict[str, Any]:
         """The flow's endpoints and counters from the originator's point of view."""
-        o, r = (0, 1) if self.orig_is_a[slot] else (1, 0)
-        ends = ((int(self.a_hi[slot]), int(self.a_lo[slot]), int(self.a_port[slot])),
-                (int(self.b_hi[slot]), int(self.b_lo[slot]), int(self.b_port[slot])))
-        return {
-            "orig": ends[o], "resp": ends[r], "proto": int(self.proto[slot]),
-            "vlan": int(self.vlan[slot]), "inner_vlan": int(self.inner_vlan[slot]),
-            "pkts": (int(self.pkts[slot, o]), int(self.pkts[slot, r])),
-            "bytes": (int(self.bytes[slot, o]), int(self.bytes[slot, r])),
-            "ip_bytes": (int(self.ip_bytes[slot, o]), int(self.ip_bytes[slot, r])),
-            "marks": (int(self.marks[slot, o]), int(self.marks[slot, r])),
-            "tcp_flags": (int(self.tcp_flags[slot, o]), int(self.tcp_flags[slot, r])),
-            "first_us": int(self.first_us[slot]), "last_us": int(self.last_us[slot]),
-            "first_number": int(self.first_number[slot]),
-        }
+        return self.records(np.asarray([slot]))[0]
+
+    def records(self, slots: np.ndarray) -> list[dict[str, Any]]:
+        """`orig_resp` for many flows at once (one column read each, not one per flow)."""
+        cols = {name: getattr(self, name)[slots].tolist() for name in (
+            *_KEY, "orig_is_a", "first_us", "last_us", "first_number", "pkts", "bytes", "ip_bytes", "marks",
+            "tcp_flags")}
+        out = []
+        for i in range(len(slots)):
+            o, r = (0, 1) if cols["orig_is_a"][i] else (1, 0)
+            ends = ((cols["a_hi"][i], cols["a_lo"][i], cols["a_port"][i]),
+                    (cols["b_hi"][i], cols["b_lo"][i], cols["b_port"][i]))
+            out.append({
+                "orig": ends[o], "resp": ends[r], "proto": cols["proto"][i], "vlan": cols["vlan"][i],
+                "inner_vlan": cols["inner_vlan"][i], "first_us": cols["first_us"][i],
+                "last_us": cols["last_us"][i], "first_number": cols["first_number"][i],
+                **{name: (cols[name][i][o], cols[name][i][r]) for name in (
+                    "pkts", "bytes", "ip_bytes", "marks", "tcp_flags")},
+            })
+        return out
 
 
 def _marks(proto: np.ndarray, flags: np.ndarray, payload: np.ndarray) -> np.ndarray:

@@ -121,18 +121,17 @@ class PacketSensor:
         slots, cut = expired
         if not len(slots):
             return
-        for slot, active_timeout in zip(slots.tolist(), cut.tolist(), strict=True):
+        for slot, flow, active_timeout in zip(slots.tolist(), self.flows.records(slots), cut.tolist(),
+                                              strict=True):
             app = self.apps.pop(slot, None)
             if app is not None:
                 app.finish()
                 if app.out:
                     self._emit_app(slot, app)
-            self._conn(slot, app.service if app else "",
-                       reason or ("active_timeout" if active_timeout else "inactive"))
+            self._conn(flow, app.service if app else "", reason or ("active_timeout" if active_timeout else "inactive"))
         self.flows.release(slots)
 
-    def _conn(self, slot: int, service: str, reason: str) -> None:
-        f = self.flows.orig_resp(slot)
+    def _conn(self, f: dict[str, Any], service: str, reason: str) -> None:
         proto = f["proto"]
         state = conn_state(proto, f["marks"][0], f["marks"][1], f["bytes"][0], f["bytes"][1], f["pkts"][0],
                            f["pkts"][1])

@@ -69,7 +69,7 @@ def _http_session(sport: int = 40000, ether=lambda: Ether()) -> list:
 
 
 def test_http_over_reordered_segments_and_the_flow_record(tmp_path: Path) -> None:
-    events, sensor = _run(_http_session(), tmp_path)
+    events, _sensor = _run(_http_session(), tmp_path)
     [http] = _kind(events, "http")
     assert (http["http_method"], http["http_host"], http["http_uri"]) == ("GET", "portal.gov.example",
                                                                           "/index.html?q=1")
@@ -230,3 +230,13 @@ def test_cut_short_file_keeps_the_complete_packets(tmp_path: Path) -> None:
     sensor.run(read_file(path))
     assert sensor.decoder.stats.packets == 8
     assert Raw  # scapy's Raw layer is what carries the HTTP bytes above
+
+
+def test_packet_events_are_already_canonical() -> None:
+    """The sensor builds events without pipeline.schema.normalize (speed); they must be what it would make."""
+    from pipeline.schema import normalize
+
+    events, _ = _run(_http_session() + _dns_pair() + [Ether() / IP(src=C, dst=S) / ICMP(type=8)])
+    assert {e["source_type"] for e in events} >= {"packet_conn", "packet_http", "packet_dns"}
+    for event in events:
+        assert normalize(dict(event)) == event

@@ -56,7 +56,7 @@ def _bool_text(value: Any) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def predicate(name: str, value: Any):  # noqa: C901 - one translation table, read top to bottom
+def predicate(name: str, value: Any):
     """A test on one of our events for one EVE field = value, or None when we do not produce that field."""
     simple = {"src_ip": "src_ip", "dest_ip": "dst_ip", "src_port": "src_port", "dest_port": "dst_port",
               "dns.rrname": "dns_query", "dns.queries[0].rrname": "dns_query", "dns.rrtype": "dns_qtype",
@@ -92,8 +92,9 @@ def predicate(name: str, value: Any):  # noqa: C901 - one translation table, rea
     idx = _indexed(name.rsplit(".", 1)[0]) if name.startswith("dns.answers[") else None
     if idx is not None:
         i, leaf = idx[1], name.rsplit(".", 1)[1]
-        sources = {"rrname": lambda e: _extra_list(e, "answer_names"), "rrtype": lambda e: _extra_list(e, "answer_types"),
-                   "ttl": lambda e: _extra_list(e, "TTLs"), "rdata": lambda e: list(e.get("dns_answers", ()))}
+        sources = {"rrname": lambda e: _extra_list(e, "answer_names"),
+                   "rrtype": lambda e: _extra_list(e, "answer_types"), "ttl": lambda e: _extra_list(e, "TTLs"),
+                   "rdata": lambda e: list(e.get("dns_answers", ()))}
         if leaf not in sources:
             return None
         get = sources[leaf]
@@ -192,7 +193,7 @@ def compare_all() -> tuple[int, int, list[str], Counter[str]]:
             events = [e for e in _events(pcap, cache) if e["source_type"] == kind]
             # Suricata versions log a DNS answer from either side; the sensor's transaction is client -> server
             either = kind == "packet_dns" and match.get("dns.type") != "query"
-            hits = sum(1 for e in events if all(t(e) for t in tests) or either and all(t(e) for t in swapped))
+            hits = sum(1 for e in events if all(t(e) for t in tests) or (either and all(t(e) for t in swapped)))
             ok = hits == count if kind == "packet_conn" and count is not None else hits > 0
             comparable += 1
             agreed += ok
