@@ -181,7 +181,7 @@ def main() -> None:
     out = "\n".join(lines)
     print(out)
     if args.record:
-        record_results("packet", "python bench/packet.py " + " ".join(sys.argv[1:]), out)
+        record_results("packet", "python bench/packet.py " + " ".join(sys.argv[1:]), lines)
 
 
 if __name__ == "__main__":
