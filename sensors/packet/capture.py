@@ -167,9 +167,7 @@ def _read_pcapng(path: Path, batch_packets: int) -> Iterator[Batch]:
         while True:
             try:
                 data, meta = next(packets)
-            except StopIteration:
-                break
-            except Exception:  # a damaged block ends the file, like a cut-short pcap
+            except Exception:  # the end (StopIteration), or a damaged block, which ends the file like a cut-short pcap
                 break
             lt = meta.linktype
             if pending and (lt != linktype or len(pending) >= batch_packets):

@@ -21,8 +21,6 @@ from sensors.packet.decode import ICMP, ICMP6, TCP, UDP
 PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp6", 2: "igmp", 47: "gre", 50: "esp", 51: "ah",
                89: "ospf", 132: "sctp"}
 CATEGORY = {"conn": "network_connection", "dns": "dns", "http": "http", "tls": "tls", "ssh": "ssh"}
-_V4_MAPPED_HI = 0
-_V4_MAPPED_PREFIX = 0xFFFF_0000_0000
 # Community ID: ICMP request/reply counterparts (v4, v6)
 _ICMP_PAIRS = {ICMP: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17, 10: 9, 9: 10},
                ICMP6: {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,

@@ -51,7 +51,6 @@ class Accounted:
 
     slot: np.ndarray
     from_orig: np.ndarray
-    new_slots: np.ndarray
 
 
 class FlowTable:
@@ -100,10 +99,7 @@ class FlowTable:
             "a_port": np.where(swap, p.dport, p.sport), "b_port": np.where(swap, p.sport, p.dport),
         }
         side = (swap ^ p.reverse).astype(np.int64)  # 0: the packet travels a -> b
-        order, starts = self._group(cols, n)
-        group = np.zeros(n, dtype=np.int64)
-        group[starts[1:]] = 1
-        group = np.cumsum(group)
+        order, starts, group = self._group(cols, n)
         first = order[starts]
         ends = np.r_[starts[1:], n]
         last = order[ends - 1]
@@ -148,10 +144,11 @@ class FlowTable:
         slot_by_packet = np.empty(n, dtype=np.int64)
         slot_by_packet[order] = slot
         from_orig = (side == 0) == self.orig_is_a[slot_by_packet]
-        return Accounted(slot_by_packet, from_orig, slots[fresh])
+        return Accounted(slot_by_packet, from_orig)
 
-    def _group(self, cols: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sort order and group starts: by key hash, or by the exact key if two keys share a hash."""
+    def _group(self, cols: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sort order, group starts and each sorted packet's group: by key hash, or by the exact key if two
+        keys share a hash."""
         h = cols["vlan"].astype(np.uint64) * _C[0] ^ cols["inner_vlan"].astype(np.uint64) * _C[6]
         h ^= cols["proto"].astype(np.uint64) * _C[1]
         h ^= cols["a_hi"] * _C[2] ^ cols["a_lo"] * _C[3]
@@ -174,8 +171,8 @@ class FlowTable:
                 for k in _KEY:
                     s = cols[k][order]
                     change[1:] |= s[1:] != s[:-1]
-                return order, np.flatnonzero(change)
-        return order, starts
+                return order, np.flatnonzero(change), np.cumsum(change) - 1
+        return order, starts, group
 
     def _create(self, p: Packets, cols: dict[str, np.ndarray], side: np.ndarray, rows: np.ndarray,
                 keys: list[tuple]) -> np.ndarray:

@@ -39,6 +39,8 @@ class PacketSensor:
         self.decoder = Decoder()
         self.flows = FlowTable(timeouts)
         self.apps: dict[int, FlowApp] = {}
+        # per inspected flow, what its events share and never changes: endpoints, VLANs, start; Community ID
+        self.identity: dict[int, tuple[dict[str, Any], str]] = {}
         self.factory = EventFactory(sensor, origin)
         self.metadata = metadata  # False: flows only (the benchmark's decode + accounting figure)
         self.events: Counter[str] = Counter()
@@ -96,6 +98,7 @@ class PacketSensor:
             if app is None:
                 flow = self.flows.orig_resp(s)
                 app = apps[s] = FlowApp(flow["proto"], flow["orig"][2], flow["resp"][2])
+                self.identity[s] = (flow, community_id(flow["orig"], flow["resp"], flow["proto"]))
             try:
                 app.packet(fo, seq, flags, data[start:start + length], ts)
             except Exception:  # a parser bug must not stop the sensor: count it, stop looking at this flow
@@ -108,8 +111,7 @@ class PacketSensor:
                 inspect[s] = False
 
     def _emit_app(self, slot: int, app: FlowApp) -> None:
-        flow = self.flows.orig_resp(slot)
-        cid = community_id(flow["orig"], flow["resp"], flow["proto"])
+        flow, cid = self.identity[slot]
         for seq, (kind, ts_us, fields) in enumerate(app.out):
             fields.setdefault("app_protocol", kind)
             self._emit(self.factory.make(kind, ts_us, flow, cid, fields, flow["first_number"], seq + 1), kind)
@@ -124,14 +126,17 @@ class PacketSensor:
         for slot, flow, active_timeout in zip(slots.tolist(), self.flows.records(slots), cut.tolist(),
                                               strict=True):
             app = self.apps.pop(slot, None)
+            cid = ""
             if app is not None:
                 app.finish()
                 if app.out:
                     self._emit_app(slot, app)
-            self._conn(flow, app.service if app else "", reason or ("active_timeout" if active_timeout else "inactive"))
+                cid = self.identity.pop(slot)[1]
+            self._conn(flow, app.service if app else "", reason or ("active_timeout" if active_timeout else "inactive"),
+                       cid)
         self.flows.release(slots)
 
-    def _conn(self, f: dict[str, Any], service: str, reason: str) -> None:
+    def _conn(self, f: dict[str, Any], service: str, reason: str, cid: str = "") -> None:
         proto = f["proto"]
         state = conn_state(proto, f["marks"][0], f["marks"][1], f["bytes"][0], f["bytes"][1], f["pkts"][0],
                            f["pkts"][1])
@@ -144,7 +149,7 @@ class PacketSensor:
         fields = {"duration": (f["last_us"] - f["first_us"]) / 1e6, "bytes_out": f["bytes"][0],
                   "bytes_in": f["bytes"][1], "packets_out": f["pkts"][0], "packets_in": f["pkts"][1],
                   "conn_state": state, "app_protocol": service, "extra": extra}
-        cid = community_id(f["orig"], f["resp"], proto)
+        cid = cid or community_id(f["orig"], f["resp"], proto)
         self._emit(self.factory.make("conn", f["first_us"], f, cid, fields, f["first_number"]), "conn")
 
     def _emit(self, event: dict[str, Any], kind: str) -> None:

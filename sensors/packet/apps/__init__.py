@@ -26,7 +26,6 @@ class FlowApp:
     __slots__ = (
         "dns_buf",
         "done",
-        "errors",
         "out",
         "parser",
         "ports",
@@ -48,7 +47,6 @@ class FlowApp:
         self.seen = 0  # payload bytes (TCP) or datagrams (UDP) looked at before a protocol matched
         self.tcp_dns = False
         self.dns_buf = [b"", b""]
-        self.errors = 0
         if proto == UDP and (orig_port in DNS_PORTS or resp_port in DNS_PORTS):
             self._use("dns", DnsState(self._emitter("dns")))
 

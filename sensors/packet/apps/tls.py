@@ -138,7 +138,6 @@ class TlsState:
         self.server: dict[str, Any] | None = None
         self.ts = 0
         self.done = False
-        self.errors = 0
 
     def data(self, from_orig: bool, data: bytes, ts_us: int) -> None:
         d = 0 if from_orig else 1
@@ -177,8 +176,7 @@ class TlsState:
                 elif mtype == 2 and d == 1 and self.server is None:
                     self.server = server_hello(body)
                     self.done = True
-            except (struct.error, IndexError, ValueError):
-                self.errors += 1
+            except (struct.error, IndexError, ValueError):  # a malformed hello: keep what was read, stop
                 self.done = True
         self.handshake[d] = hs
 
