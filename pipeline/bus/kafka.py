@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -110,12 +111,33 @@ class KafkaBus(Bus):
             if wanted:
                 with contextlib.suppress(kafka_errors.TopicAlreadyExistsError):  # a concurrent creator won
                     admin.create_topics(wanted)
+                self._await_leaders(admin, [t.name for t in wanted])
         except BusError:
             raise
         except Exception as exc:
             _raise_as_bus_error(exc, "creating topics")
         finally:
             admin.close()
+
+    @staticmethod
+    def _await_leaders(admin: KafkaAdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
+        """Return once every partition of `topics` has a leader in the broker's metadata.
+
+        CreateTopics answers before the new topics' metadata has spread (KRaft applies it asynchronously); a
+        consumer group that forms in that window is assigned no partitions and, with kafka-python's 5-minute
+        metadata refresh, would sit idle that long.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = {d.get("name"): d for d in admin.describe_topics(topics)}
+            if all(d.get("error_code", 1) == 0 and d.get("partitions")
+                   and all(p.get("leader_id", -1) >= 0 for p in d["partitions"])
+                   for d in (described.get(t, {}) for t in topics)):
+                return
+            if time.monotonic() > deadline:
+                raise BusError(f"topics {', '.join(topics)} were created but have no partition leaders after "
+                               f"{timeout_s:.0f}s; check the broker's log")
+            time.sleep(0.2)
 
     def describe(self) -> str:
         admin = self._admin()
