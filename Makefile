@@ -25,13 +25,17 @@ system-deps:
 
 demo: setup
 	rm -rf $(DEMO_HOME)
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi ingest deploy/samples/extranet-sample.jsonl
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi --inventory deploy/samples/inventory.yaml --ioc deploy/samples/iocs.csv \
+	  ingest deploy/samples/extranet-sample.jsonl
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi info
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
 	  "SELECT event_category, count() AS events, uniqExact(src_ip) AS sources FROM events GROUP BY 1 ORDER BY 2 DESC"
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
 	  "SELECT src_ip, count() AS failed_logins, groupUniqArray(user_name) AS users FROM events \
 	   WHERE event_category = 'auth' AND action = 'failure' GROUP BY src_ip ORDER BY failed_logins DESC LIMIT 5"
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
+	  "SELECT dst_org_unit, dst_asset, max(dst_criticality) AS criticality, count() AS events, \
+	   countIf(notEmpty(ioc_ids)) AS ioc_hits FROM events WHERE dst_org_unit != '' GROUP BY 1, 2 ORDER BY 4 DESC"
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi deadletters
 
 test: setup system-deps

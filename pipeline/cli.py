@@ -24,6 +24,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.bus import BusError, open_bus
 from pipeline.config import ConfigError, Settings, UsageProblem
+from pipeline.enrich import open_enricher
 from pipeline.ingest import IngestReport, ingest_file
 from pipeline.schema import FIELDS
 from pipeline.store import QueryResult, StoreError, open_store
@@ -51,8 +52,14 @@ def _global(
     clickhouse: Annotated[
         str | None, typer.Option(help="ClickHouse URL clickhouse://host:9000/db (env GANZHI_CLICKHOUSE)")
     ] = None,
+    inventory: Annotated[Path | None, typer.Option(help="asset inventory .yaml/.csv (env GANZHI_INVENTORY)")] = None,
+    ioc: Annotated[list[Path] | None, typer.Option(help="indicator file or directory: CSV, STIX 2.1, MISP JSON; "
+                                                        "repeatable (env GANZHI_IOC)")] = None,
+    geoip: Annotated[list[Path] | None, typer.Option(help="MaxMind-format .mmdb (country/city, ASN); repeatable "
+                                                          "(env GANZHI_GEOIP)")] = None,
 ) -> None:
-    ctx.obj = Settings.from_env(home=home, kafka=kafka, clickhouse=clickhouse)
+    ctx.obj = Settings.from_env(home=home, kafka=kafka, clickhouse=clickhouse, inventory=inventory,
+                                ioc=tuple(ioc) if ioc else None, geoip=tuple(geoip) if geoip else None)
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -95,7 +102,8 @@ def ingest(
     if embedded_bus:
         assert store is not None
         live = _live_detection(store, bus, rules) if detect else None
-        stats = Writer(bus, store, on_batch=live).run(threading.Event(), idle_exit_s=0.2)
+        enricher = open_enricher(settings)
+        stats = Writer(bus, store, on_batch=live, enricher=enricher).run(threading.Event(), idle_exit_s=0.2)
         if live is not None:
             err.print(f"detection: {live.stats.alerts_published} alert(s) published, "
                       f"{live.stats.alerts_suppressed} suppressed (`ganzhi alerts`)")
@@ -136,7 +144,11 @@ def writer(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     console.print(f"writer: {bus.describe()} -> {store.server_version()}, group {group!r}")
     live = _live_detection(store, bus, rules) if detect else None
-    w = Writer(bus, store, group=group, max_batch_messages=max_batch_messages, linger_s=linger, on_batch=live)
+    enricher = open_enricher(settings)
+    if enricher is not None:
+        console.print(f"enrichment: {enricher.describe()}")
+    w = Writer(bus, store, group=group, max_batch_messages=max_batch_messages, linger_s=linger, on_batch=live,
+               enricher=enricher)
     stats = w.run(stop)
     if live is not None:
         console.print(f"detection: {live.stats}")

@@ -8,6 +8,9 @@
 | GANZHI_RETENTION_DAYS | days rows are kept after they were received (0 = forever) | 180 |
 | GANZHI_EVENTS_PARTITIONS | partitions of ganzhi.events when Ganzhi creates it | 6 |
 | GANZHI_TOPIC_PREFIX | topic names are <prefix>.events, <prefix>.deadletter, <prefix>.alerts | ganzhi |
+| GANZHI_INVENTORY | asset inventory (.yaml/.csv) for org unit / asset enrichment | unset |
+| GANZHI_IOC | indicator files or directories (CSV, STIX 2.1, MISP JSON), comma-separated | unset |
+| GANZHI_GEOIP | MaxMind-format .mmdb databases (country/city, ASN), comma-separated | unset |
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     events_partitions: int = 6
     topic_prefix: str = "ganzhi"
+    inventory: Path | None = None
+    ioc: tuple[Path, ...] = ()
+    geoip: tuple[Path, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -54,6 +60,9 @@ class Settings:
                 retention_days=int(env.get("GANZHI_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)),
                 events_partitions=int(env.get("GANZHI_EVENTS_PARTITIONS", 6)),
                 topic_prefix=env.get("GANZHI_TOPIC_PREFIX", "ganzhi"),
+                inventory=Path(env["GANZHI_INVENTORY"]) if env.get("GANZHI_INVENTORY") else None,
+                ioc=_paths(env.get("GANZHI_IOC")),
+                geoip=_paths(env.get("GANZHI_GEOIP")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric environment setting: {exc}") from None
@@ -68,5 +77,12 @@ class Settings:
             raise ConfigError(f"topic prefix {self.topic_prefix!r} may hold only letters, digits, '.', '_' and '-'")
         if self.retention_days < 0:
             raise ConfigError("retention days must be >= 0 (0 keeps data forever)")
+        for path in (self.inventory, *self.ioc, *self.geoip):
+            if path is not None and not path.exists():
+                raise ConfigError(f"enrichment source {path} does not exist (check GANZHI_INVENTORY/IOC/GEOIP)")
         if self.clickhouse and not self.clickhouse.startswith(("clickhouse://", "clickhouses://")):
             raise ConfigError(f"--clickhouse must look like clickhouse://host:9000/db, got {self.clickhouse!r}")
+
+
+def _paths(text: str | None) -> tuple[Path, ...]:
+    return tuple(Path(p.strip()) for p in (text or "").split(",") if p.strip())

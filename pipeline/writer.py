@@ -28,6 +28,7 @@ from typing import Any
 
 from pipeline.bus.base import Bus, BusUnavailable, Message, TopicPartition
 from pipeline.codec import decode_dead_letter, decode_events, encode_dead_letter
+from pipeline.enrich import Enricher
 from pipeline.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,14 @@ class WriterStats:
     duplicates_dropped: int = 0
     batches: int = 0
     store_retries: int = 0
+    bus_retries: int = 0
+    decode_seconds: float = 0.0
+    enrich_seconds: float = 0.0
     insert_seconds: float = 0.0
+    detect_seconds: float = 0.0
+    commit_seconds: float = 0.0
+    last_insert_seconds: float = 0.0
+    last_batch_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -63,6 +71,8 @@ class Writer:
         max_batch_events: int = 100_000,
         linger_s: float = 0.5,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        enricher: Enricher | None = None,
+        on_flush: Callable[[Writer], None] | None = None,
     ):
         self.bus = bus
         self.store = store
@@ -71,6 +81,8 @@ class Writer:
         self.max_batch_events = max_batch_events
         self.linger_s = linger_s
         self.on_batch = on_batch  # hook for live detection: called with each inserted batch's events
+        self.enricher = enricher
+        self.on_flush = on_flush  # called after each committed batch (metrics)
         self.stats = WriterStats()
         self._topics = bus.topics
         self._consumer = bus.consumer([bus.topics.events, bus.topics.deadletter], group)
@@ -119,6 +131,7 @@ class Writer:
         batch, self._batch, self._batch_events = self._batch.messages, _Batch(), 0
         if not batch:
             return
+        clock = time.perf_counter()
         events: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         stored_dead: list[dict[str, Any]] = []
@@ -140,6 +153,7 @@ class Writer:
                 events.append(event)
                 if recovering:
                     recovering_ids.append(eid)
+        self.stats.decode_seconds += time.perf_counter() - clock
         detect = events  # detection sees the whole batch: a crashed writer may have stored it unexamined
         if recovering_ids:
             already = self._with_store_retry(lambda: self.store.existing_event_ids(recovering_ids), stop)
@@ -148,19 +162,29 @@ class Writer:
                 events = [e for e in events if e["event_id"] not in already]
                 log.info("dropped %d events already stored by a previous writer", len(already))
 
+        if self.enricher is not None:
+            clock = time.perf_counter()
+            self.enricher.enrich(events)
+            self.stats.enrich_seconds += time.perf_counter() - clock
+
         token = _batch_token(batch)
-        started = time.monotonic()
+        clock = time.perf_counter()
         self._with_store_retry(lambda: self.store.insert_events(events, token + ":e"), stop)
         self._with_store_retry(lambda: self.store.insert_deadletters(stored_dead, token + ":d"), stop)
-        self.stats.insert_seconds += time.monotonic() - started
+        self.stats.last_insert_seconds = time.perf_counter() - clock
+        self.stats.insert_seconds += self.stats.last_insert_seconds
         if rejected:
             for record in rejected:
                 self.bus.publish(self._topics.deadletter, encode_dead_letter(record))
             self._with_bus_retry(self.bus.flush, stop)
         if self.on_batch is not None and detect:
+            clock = time.perf_counter()
             self._with_store_retry(lambda: self.on_batch(detect), stop)  # type: ignore[misc]
+            self.stats.detect_seconds += time.perf_counter() - clock
         offsets = _next_offsets(batch)
+        clock = time.perf_counter()
         self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
+        self.stats.commit_seconds += time.perf_counter() - clock
 
         for msg in batch:
             if msg.tp in self._recovering:
@@ -171,6 +195,9 @@ class Writer:
         self.stats.messages += len(batch)
         self.stats.events_written += len(events)
         self.stats.dead_letters += len(rejected)
+        self.stats.last_batch_events = len(events)
+        if self.on_flush is not None:
+            self.on_flush(self)
 
     def _with_store_retry(self, action: Callable[[], Any], stop: threading.Event | None) -> Any:
         return self._retry(action, StoreUnavailable, "store", stop)
@@ -188,6 +215,8 @@ class Writer:
             except transient as exc:
                 if what == "store":
                     self.stats.store_retries += 1
+                else:
+                    self.stats.bus_retries += 1
                 log.warning("%s unavailable, retrying in %.1fs: %s", what, delay, exc)
                 if stop is not None and stop.is_set():
                     raise

@@ -56,6 +56,23 @@ def test_ingest_then_query_in_embedded_mode(tmp_path: Path) -> None:
     assert orjson.loads(total)["n"] == 400
 
 
+def test_ingest_enriches_with_the_inventory_and_indicators(tmp_path: Path) -> None:
+    samples = SAMPLE.parent
+    ganzhi(tmp_path, "--inventory", str(samples / "inventory.yaml"), "--ioc", str(samples / "iocs.csv"),
+           "ingest", "--no-detect", str(SAMPLE))
+    rows = {r["dst_ip"]: r for r in map(orjson.loads, ganzhi(
+        tmp_path, "query", "--json", "SELECT dst_ip, any(dst_org_unit) AS ou, any(dst_asset) AS asset, "
+        "any(dst_zone) AS zone, any(dst_criticality) AS crit FROM events GROUP BY dst_ip").stdout.splitlines())}
+    assert (rows["10.30.0.8"]["ou"], rows["10.30.0.8"]["asset"], rows["10.30.0.8"]["crit"]) == \
+        ("区政务服务数据管理局", "协同办公系统 (oa.district.gov.cn)", 5)
+    assert rows["10.0.0.53"]["zone"] == "backbone" and rows["203.0.113.10"]["ou"] == ""
+    hits = orjson.loads(ganzhi(tmp_path, "query", "--json", "SELECT count() AS n, any(ioc_ids) AS ids, "
+                               "uniqExact(src_ip) AS sources FROM events WHERE notEmpty(ioc_ids)").stdout)
+    assert hits == {"n": 40, "ids": ["district-soc-2024-0001"], "sources": 1}
+    missing = ganzhi(tmp_path, "--inventory", str(tmp_path / "none.yaml"), "ingest", str(SAMPLE), check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
 def test_errors_say_what_to_do(tmp_path: Path) -> None:
     bad_sql = ganzhi(tmp_path, "query", "SELECT * FROM nowhere", check=False)
     assert bad_sql.returncode == 2 and "store error" in bad_sql.stderr and "Traceback" not in bad_sql.stderr
