@@ -132,6 +132,11 @@ def writer(
     linger: Annotated[float, typer.Option(help="seconds a partial batch may wait before it is written")] = 0.5,
     rules: RulesOption = None,
     detect: Annotated[bool, typer.Option(help="run live detection on each batch")] = True,
+    instance_id: Annotated[str | None, typer.Option(
+        envvar="GANZHI_WRITER_ID", help="static group member id (stable per writer, e.g. the pod name): a "
+        "restarted writer takes its partitions back at once")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
+    metrics_address: Annotated[str, typer.Option(help="address the metrics endpoint listens on")] = "127.0.0.1",
 ) -> None:
     """Consume events from Kafka into ClickHouse until SIGTERM/Ctrl-C (then flush and commit)."""
     settings = _settings(ctx)
@@ -148,7 +153,14 @@ def writer(
     if enricher is not None:
         console.print(f"enrichment: {enricher.describe()}")
     w = Writer(bus, store, group=group, max_batch_messages=max_batch_messages, linger_s=linger, on_batch=live,
-               enricher=enricher)
+               enricher=enricher, instance_id=instance_id)
+    if metrics_port is not None:
+        from pipeline.metrics import WriterMetrics
+
+        metrics = WriterMetrics(w)
+        w.on_flush, w.on_tick = metrics.observe_batch, metrics.refresh_lag
+        metrics.serve(metrics_port, metrics_address)
+        console.print(f"metrics: http://{metrics_address}:{metrics_port}/metrics")
     stats = w.run(stop)
     if live is not None:
         console.print(f"detection: {live.stats}")

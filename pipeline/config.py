@@ -10,6 +10,7 @@
 | GANZHI_TOPIC_PREFIX | topic names are <prefix>.events, <prefix>.deadletter, <prefix>.alerts | ganzhi |
 | GANZHI_INVENTORY | asset inventory (.yaml/.csv) for org unit / asset enrichment | unset |
 | GANZHI_IOC | indicator files or directories (CSV, STIX 2.1, MISP JSON), comma-separated | unset |
+| GANZHI_SPOOL_MB | on-disk spool per sensor for Kafka outages, MiB | 1024 |
 | GANZHI_GEOIP | MaxMind-format .mmdb databases (country/city, ASN), comma-separated | unset |
 """
 
@@ -44,6 +45,7 @@ class Settings:
     inventory: Path | None = None
     ioc: tuple[Path, ...] = ()
     geoip: tuple[Path, ...] = ()
+    spool_mb: int = 1024
 
     @property
     def embedded(self) -> bool:
@@ -63,6 +65,7 @@ class Settings:
                 inventory=Path(env["GANZHI_INVENTORY"]) if env.get("GANZHI_INVENTORY") else None,
                 ioc=_paths(env.get("GANZHI_IOC")),
                 geoip=_paths(env.get("GANZHI_GEOIP")),
+                spool_mb=int(env.get("GANZHI_SPOOL_MB", 1024)),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric environment setting: {exc}") from None

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.bus.base import Bus, BusUnavailable, Message, TopicPartition
+from pipeline.bus.base import Bus, BusUnavailable, CommitRejected, Message, TopicPartition
 from pipeline.codec import decode_dead_letter, decode_events, encode_dead_letter
 from pipeline.enrich import Enricher
 from pipeline.store.base import Store, StoreUnavailable
@@ -43,6 +43,7 @@ class WriterStats:
     batches: int = 0
     store_retries: int = 0
     bus_retries: int = 0
+    commits_rejected: int = 0
     decode_seconds: float = 0.0
     enrich_seconds: float = 0.0
     insert_seconds: float = 0.0
@@ -72,7 +73,9 @@ class Writer:
         linger_s: float = 0.5,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
         enricher: Enricher | None = None,
+        instance_id: str | None = None,
         on_flush: Callable[[Writer], None] | None = None,
+        on_tick: Callable[[Writer], None] | None = None,
     ):
         self.bus = bus
         self.store = store
@@ -83,9 +86,10 @@ class Writer:
         self.on_batch = on_batch  # hook for live detection: called with each inserted batch's events
         self.enricher = enricher
         self.on_flush = on_flush  # called after each committed batch (metrics)
+        self.on_tick = on_tick  # called once per loop turn, busy or idle (metrics)
         self.stats = WriterStats()
         self._topics = bus.topics
-        self._consumer = bus.consumer([bus.topics.events, bus.topics.deadletter], group)
+        self._consumer = bus.consumer([bus.topics.events, bus.topics.deadletter], group, instance_id)
         self._recovering: dict[TopicPartition, int] = {}  # partition -> messages still to check
         self._batch = _Batch()
         self._batch_events = 0
@@ -98,6 +102,8 @@ class Writer:
         try:
             while not stop.is_set():
                 got = self.step(poll_timeout_s=0.2, stop=stop)
+                if self.on_tick is not None:
+                    self.on_tick(self)
                 now = time.monotonic()
                 if got:
                     last_data = now
@@ -183,7 +189,13 @@ class Writer:
             self.stats.detect_seconds += time.perf_counter() - clock
         offsets = _next_offsets(batch)
         clock = time.perf_counter()
-        self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
+        try:
+            self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
+        except CommitRejected as exc:
+            # stored but not committed: the partitions' new owner re-reads them and its assignment check
+            # drops what this batch already stored
+            self.stats.commits_rejected += 1
+            log.warning("%s; the new owner of these partitions takes over from the last commit", exc)
         self.stats.commit_seconds += time.perf_counter() - clock
 
         for msg in batch:

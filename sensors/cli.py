@@ -21,6 +21,7 @@ from pipeline.config import UsageProblem
 from sensors.logs.parsers import FORMATS, ParseContext, canonical_format
 from sensors.logs.router import RecordRouter
 from sensors.sink import BusSink, JsonlSink
+from sensors.spool import DiskSpool, SpoolBusy
 
 sensor_app = typer.Typer(help="Sensors: capture packets, tail log files, receive syslog.", no_args_is_help=True)
 
@@ -45,10 +46,13 @@ def _context(sensor: str, timezone: str, year: int | None) -> ParseContext:
 
 
 @contextlib.contextmanager
-def _router(ctx: typer.Context, output: Output, rules: list[str] | None = None) -> Iterator[RecordRouter]:
-    """A router into the chosen output; in embedded mode a writer thread stores what the sensor publishes."""
+def _router(ctx: typer.Context, output: Output, rules: list[str] | None = None,
+            sensor: str = "sensor") -> Iterator[RecordRouter]:
+    """A router into the chosen output; in embedded mode a writer thread stores what the sensor publishes.
+    With Kafka, a broker outage spools to $GANZHI_HOME/spool/<sensor> (bounded by GANZHI_SPOOL_MB)."""
     from pipeline.bus import open_bus
     from pipeline.cli import _live_detection, _settings, err
+    from pipeline.enrich import open_enricher
     from pipeline.store import open_store
     from pipeline.writer import Writer
 
@@ -59,19 +63,32 @@ def _router(ctx: typer.Context, output: Output, rules: list[str] | None = None) 
         return
     settings = _settings(ctx)
     bus = open_bus(settings)
-    router = RecordRouter(BusSink(bus))
+    spool = None
+    if settings.kafka:
+        try:
+            spool = DiskSpool(settings.home / "spool" / sensor, max_bytes=settings.spool_mb * 1024 * 1024)
+        except SpoolBusy as exc:
+            raise UsageProblem(f"{exc}: give each sensor process its own --sensor name") from None
+    router = RecordRouter(BusSink(bus, spool=spool))
     stop = threading.Event()
     thread = None
     if not settings.kafka:
         store = open_store(settings)
         live = _live_detection(store, bus, rules)
-        writer = Writer(bus, store, on_batch=live)
+        writer = Writer(bus, store, on_batch=live, enricher=open_enricher(settings))
         thread = threading.Thread(target=writer.run, args=(stop,), name="embedded-writer", daemon=True)
         thread.start()
     try:
         yield router
     finally:
         router.sink.flush()
+        if spool is not None:
+            if not spool.empty():
+                err.print(f"[yellow]{spool.bytes:,} bytes stay spooled in {spool.directory}: the broker was "
+                          "unreachable; they are sent first when this sensor runs again[/]")
+            if spool.dropped:
+                err.print(f"[red]{spool.dropped:,} message(s) dropped: the spool was full (GANZHI_SPOOL_MB)[/]")
+            spool.close()
         if thread is not None:
             stop.set()
             thread.join()
@@ -129,7 +146,7 @@ def tail(
     if checkpoint is None and not (once and output is Output.jsonl):
         checkpoint = _settings(ctx).home / f"tail-{sensor}.json"
     started = time.monotonic()
-    with _router(ctx, output, rules) as router:
+    with _router(ctx, output, rules, sensor) as router:
         try:
             tailer = Tailer(patterns, fmt, router, checkpoint, parse_ctx)
         except ValueError as exc:
@@ -154,7 +171,7 @@ def _evtx(ctx: typer.Context, patterns: list[str], output: Output, sensor: str, 
     from sensors.logs.parsers.windows import read_evtx, to_event
 
     started = time.monotonic()
-    with _router(ctx, output, rules) as router:
+    with _router(ctx, output, rules, sensor) as router:
         for pattern in patterns:
             for path in sorted(glob.glob(pattern)):
                 try:
@@ -191,7 +208,7 @@ def syslog(
     listen = Listen(udp=udp, tcp=tcp, tls=tls, host=bind, tls_cert=str(tls_cert) if tls_cert else None,
                     tls_key=str(tls_key) if tls_key else None)
     started = time.monotonic()
-    with _router(ctx, output, rules) as router:
+    with _router(ctx, output, rules, sensor) as router:
         try:
             server = SyslogServer(listen, router, _context(sensor, timezone, None), queue_size=queue).start()
         except (ValueError, OSError) as exc:
@@ -226,7 +243,7 @@ def packet(
     if bool(pcap) == bool(iface):
         raise UsageProblem("give either --pcap FILE (replay) or --iface NAME (live capture)")
     started = time.monotonic()
-    with _router(ctx, output, rules) as router:
+    with _router(ctx, output, rules, sensor) as router:
         sink = router.sink
         try:
             if pcap:

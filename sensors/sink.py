@@ -8,13 +8,18 @@ checkpoint.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
+import time
 from typing import IO, Any, Protocol
 
-from pipeline.bus.base import Bus
+from pipeline.bus.base import Bus, BusUnavailable
 from pipeline.codec import EVENT_HEADERS, encode_dead_letter, encode_events
 from pipeline.schema import dumps
+from sensors.spool import DiskSpool
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -26,12 +31,24 @@ class Sink(Protocol):
 
 
 class BusSink:
-    """Batches events into size-bounded messages on <prefix>.events; dead letters go to <prefix>.deadletter."""
+    """Batches events into size-bounded messages on <prefix>.events; dead letters go to <prefix>.deadletter.
 
-    def __init__(self, bus: Bus, batch_events: int = 2000):
+    With a spool, a broker outage does not stop the sensor: messages the bus could not confirm go to the
+    bounded on-disk spool (in order, and everything after them too, so order is kept), and the spool is
+    drained into the bus, oldest first, once the broker answers again (probed every `retry_s`).
+    """
+
+    def __init__(self, bus: Bus, batch_events: int = 2000, spool: DiskSpool | None = None, retry_s: float = 5.0,
+                 confirm_every: int = 64, flush_timeout_s: float = 15.0):
         self.bus = bus
         self.batch_events = batch_events
+        self.spool = spool
+        self.retry_s = retry_s  # how often a drain is tried while the broker is away
+        self.flush_timeout_s = flush_timeout_s  # how long a confirmation may take before the bus counts as down
+        self.confirm_every = confirm_every  # with a spool: flush the bus every n messages (bounds memory)
         self._events: list[dict[str, Any]] = []
+        self._unconfirmed: list[tuple[str, bytes]] = []  # sent since the last confirmed flush
+        self._next_drain = 0.0
         self._lock = threading.Lock()
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -42,17 +59,81 @@ class BusSink:
 
     def dead(self, record: dict[str, Any]) -> None:
         with self._lock:
-            self.bus.publish(self.bus.topics.deadletter, encode_dead_letter(record))
+            self._send(self.bus.topics.deadletter, encode_dead_letter(record))
 
     def _publish(self) -> None:
         events, self._events = self._events, []
         for value in encode_events(events):
-            self.bus.publish(self.bus.topics.events, value, headers=EVENT_HEADERS)
+            self._send(self.bus.topics.events, value)
+
+    def _send(self, topic: str, value: bytes) -> None:
+        if self.spool is None:
+            self.bus.publish(topic, value, headers=_headers(self.bus, topic))
+            return
+        if not self.spool.empty():  # keep order: nothing overtakes what is already spooled
+            self.spool.append(topic, value)
+            self.drain()
+            return
+        self._unconfirmed.append((topic, value))
+        try:
+            self.bus.publish(topic, value, headers=_headers(self.bus, topic))
+            if len(self._unconfirmed) >= self.confirm_every:
+                self.bus.flush(self.flush_timeout_s)
+                self._unconfirmed = []
+        except BusUnavailable as exc:
+            self._to_spool(exc)
+
+    def _to_spool(self, exc: Exception) -> None:
+        assert self.spool is not None
+        log.warning("bus unavailable, spooling to %s: %s", self.spool.directory, exc)
+        self.bus.abandon()  # what the producer still queues would otherwise arrive after the spool
+        for topic, value in self._unconfirmed:  # some may have arrived: the writer drops re-sent event ids
+            self.spool.append(topic, value)
+        self._unconfirmed = []
+        self._next_drain = time.monotonic() + self.retry_s
+
+    def drain(self, force: bool = False, chunk: int = 256) -> int:
+        """Deliver spooled messages, oldest first, until the spool is empty or the bus fails again."""
+        if self.spool is None or self.spool.empty() or (not force and time.monotonic() < self._next_drain):
+            return 0
+        delivered = 0
+        while not self.spool.empty():
+            batch = self.spool.peek(chunk)
+            if not batch:
+                break
+            try:
+                for item in batch:
+                    self.bus.publish(item.topic, item.value, headers=_headers(self.bus, item.topic))
+                self.bus.flush(self.flush_timeout_s)
+            except BusUnavailable as exc:
+                self.bus.abandon()  # the chunk stays spooled: its queued copies must not arrive later
+                log.info("bus still unavailable, %d bytes stay spooled: %s", self.spool.bytes, exc)
+                self._next_drain = time.monotonic() + self.retry_s
+                break
+            self.spool.consume(batch)
+            delivered += len(batch)
+        return delivered
 
     def flush(self) -> None:
+        """Everything emitted so far is on the bus, or (with a spool) durable in the spool."""
         with self._lock:
             self._publish()
-            self.bus.flush()
+            if self.spool is None:
+                self.bus.flush()
+                return
+            if self._unconfirmed:
+                try:
+                    self.bus.flush(self.flush_timeout_s)
+                    self._unconfirmed = []
+                except BusUnavailable as exc:
+                    self._to_spool(exc)
+            self.drain()
+            if not self.spool.empty():
+                self.spool.sync()
+
+
+def _headers(bus: Bus, topic: str) -> list[tuple[str, bytes]] | None:
+    return EVENT_HEADERS if topic == bus.topics.events else None
 
 
 class JsonlSink:

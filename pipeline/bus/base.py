@@ -44,6 +44,11 @@ class BusUnavailable(BusError):
     """The broker cannot be reached right now; retrying later may succeed."""
 
 
+class CommitRejected(BusError):
+    """The group moved on (a rebalance) and refused this consumer's commit: its partitions' new owner
+    re-reads from the last committed offset, so the batch must not be retried here."""
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     topic: str
@@ -99,7 +104,9 @@ class Bus(ABC):
     def flush(self, timeout_s: float | None = None) -> None: ...
 
     @abstractmethod
-    def consumer(self, topics: list[str], group: str) -> Consumer: ...
+    def consumer(self, topics: list[str], group: str, instance_id: str | None = None) -> Consumer:
+        """A group member; with `instance_id` a static one (a restart under the same id takes back its
+        partitions at once instead of waiting out the session timeout and a rebalance)."""
 
     @abstractmethod
     def ensure_topics(self, partitions: int) -> None:
@@ -108,6 +115,9 @@ class Bus(ABC):
     @abstractmethod
     def describe(self) -> str:
         """What the bus is, for logs: implementation and broker version."""
+
+    def abandon(self) -> None:  # noqa: B027 - optional for implementations
+        """Drop messages queued but not yet confirmed (their sender spooled them and will re-send)."""
 
     def close(self) -> None:  # noqa: B027 - optional for implementations
         pass

@@ -19,16 +19,30 @@ from kafka.codec import has_lz4
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTP
 
-from pipeline.bus.base import Bus, BusError, BusUnavailable, Consumer, Message, TopicPartition, Topics
+from pipeline.bus.base import (
+    Bus,
+    BusError,
+    BusUnavailable,
+    CommitRejected,
+    Consumer,
+    Message,
+    TopicPartition,
+    Topics,
+)
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 _TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError, kafka_errors.BrokerNotAvailableError)
+_REBALANCED = (kafka_errors.CommitFailedError, kafka_errors.RebalanceInProgressError,
+               kafka_errors.IllegalGenerationError, kafka_errors.UnknownMemberIdError,
+               kafka_errors.FencedInstanceIdError)
 
 
 def _raise_as_bus_error(exc: Exception, what: str) -> None:
+    if isinstance(exc, _REBALANCED):
+        raise CommitRejected(f"Kafka group rebalanced while {what}: {exc}") from exc
     if isinstance(exc, _TRANSIENT) or getattr(exc, "retriable", False):
         raise BusUnavailable(f"Kafka unreachable while {what}: {exc}") from exc
     raise BusError(f"Kafka error while {what}: {exc}") from exc
@@ -38,11 +52,12 @@ class KafkaBus(Bus):
     name = "kafka"
 
     def __init__(self, bootstrap: str, topics: Topics | None = None, client_id: str = "ganzhi",
-                 request_timeout_ms: int = 30000):
+                 request_timeout_ms: int = 30000, max_block_ms: int = 10000):
         self.bootstrap = bootstrap
         self.topics = topics or Topics()
         self.client_id = client_id
         self._request_timeout_ms = request_timeout_ms
+        self._max_block_ms = max_block_ms  # how long publish may wait for an unreachable broker
         self._producer: KafkaProducer | None = None
         self._pending: list[Any] = []
 
@@ -60,6 +75,8 @@ class KafkaBus(Bus):
                     compression_type="lz4" if has_lz4() else "gzip",
                     max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
                     request_timeout_ms=self._request_timeout_ms,
+                    max_block_ms=self._max_block_ms,
+                    bootstrap_timeout_ms=self._max_block_ms,
                     retries=5,
                 )
             except Exception as exc:
@@ -152,8 +169,19 @@ class KafkaBus(Bus):
             admin.close()
         return f"Kafka {version} at {self.bootstrap} (cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s))"
 
-    def consumer(self, topics: list[str], group: str) -> Consumer:
-        return _KafkaConsumer(self, topics, group)
+    def consumer(self, topics: list[str], group: str, instance_id: str | None = None) -> Consumer:
+        return _KafkaConsumer(self, topics, group, instance_id)
+
+    def abandon(self) -> None:
+        if self._producer is not None:
+            producer, self._producer, self._pending = self._producer, None, []
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # close(0) first tries flush(0), which times out with records queued
+                log.debug("closing the producer: %s", exc)
+            sender = getattr(producer, "_sender", None)  # kafka-python has no public abort: force the sender
+            if sender is not None and sender.is_alive():  # closed, so queued records are never sent late
+                sender.force_close()
 
     def close(self) -> None:
         if self._producer is not None:
@@ -176,12 +204,13 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class _KafkaConsumer(Consumer):
-    def __init__(self, bus: KafkaBus, topics: list[str], group: str):
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str, instance_id: str | None = None):
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=bus.bootstrap,
                 client_id=f"{bus.client_id}-{group}",
                 group_id=group,
+                group_instance_id=instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_bytes=64 * 1024 * 1024,

@@ -34,7 +34,7 @@ class MemoryBus(Bus):
     def ensure_topics(self, partitions: int) -> None:
         pass
 
-    def consumer(self, topics: list[str], group: str) -> Consumer:
+    def consumer(self, topics: list[str], group: str, instance_id: str | None = None) -> Consumer:
         return _MemoryConsumer(self, list(topics), group)
 
     def describe(self) -> str:
