@@ -272,6 +272,52 @@ def info(ctx: typer.Context) -> None:
     bus.close()
 
 
+pipeline_app = typer.Typer(help="The ingest pipeline: status of the consumer group, store and writers.",
+                            no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("status")
+def pipeline_status(
+    ctx: typer.Context,
+    group: Annotated[str, typer.Option(help="the writers' consumer group")] = "ganzhi-writer",
+    metrics: Annotated[list[str] | None, typer.Option(
+        help="a writer's metrics URL, e.g. http://127.0.0.1:9464/metrics (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Consumer lag per partition, events and dead letters stored, and (with --metrics) writer counters."""
+    from pipeline.status import lag_status, store_status, writer_metrics
+
+    settings = _settings(ctx)
+    store, bus = open_store(settings), open_bus(settings)
+    try:
+        status: dict[str, Any] = {"store": store_status(store), "lag": lag_status(bus, group)}
+        status["writers"] = {url: writer_metrics(url) for url in metrics or []}
+    except ConnectionError as exc:
+        raise UsageProblem(f"{exc}; is the writer running with --metrics-port?") from None
+    finally:
+        bus.close()
+    if as_json:
+        console.print_json(orjson.dumps(status).decode())
+        return
+    s = status["store"]
+    console.print(f"store: {s['events']:,} events, {s['dead_letters']:,} dead letters, "
+                  f"{s['ingested_last_5_min']:,} in the last 5 min (last at {s['last_ingested_at']})")
+    if status["lag"]:
+        table = Table("topic", "partition", "committed", "end", "lag", title=f"consumer group {group!r}")
+        for r in status["lag"]:
+            table.add_row(r["topic"], str(r["partition"]), f"{r['committed']:,}", f"{r['end']:,}", f"{r['lag']:,}")
+        console.print(table)
+        console.print(f"total lag: {sum(r['lag'] for r in status['lag']):,} messages")
+    else:
+        console.print("bus: in-process (embedded mode): nothing queued between runs")
+    for url, values in status["writers"].items():
+        table = Table("metric", "value", title=f"writer {url}")
+        for name, value in sorted(values.items()):
+            table.add_row(name, f"{value:,.3f}" if value % 1 else f"{value:,.0f}")
+        console.print(table)
+
+
 @app.command()
 def schema(
     ddl: Annotated[bool, typer.Option("--ddl", help="print the ClickHouse DDL instead of the field list")] = False,
@@ -644,6 +690,12 @@ def _progress() -> Progress:
 
 def main() -> None:
     """Entry point: turn known failures into a one-line message with what to do, exit code 2."""
+    import logging
+    import os
+
+    level = os.environ.get("GANZHI_LOG", "WARNING").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app()
     except (UsageProblem, ConfigError) as exc:

@@ -32,6 +32,7 @@ from pipeline.enrich import Enricher
 from pipeline.store.base import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+POLL_MESSAGES = 16
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Writer:
         store: Store,
         group: str = "ganzhi-writer",
         max_batch_messages: int = 2000,
-        max_batch_events: int = 100_000,
+        max_batch_events: int = 50_000,
         linger_s: float = 0.5,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
         enricher: Enricher | None = None,
@@ -116,7 +117,9 @@ class Writer:
 
     def step(self, poll_timeout_s: float = 0.2, stop: threading.Event | None = None) -> int:
         """Poll once; flush when the batch is full or has lingered long enough. Returns messages polled."""
-        room = self.max_batch_messages - len(self._batch.messages)
+        # a few messages per poll: a message may hold thousands of events, and a batch must stop near
+        # max_batch_events (a huge first batch after a restart would take long enough to be killed again)
+        room = min(POLL_MESSAGES, self.max_batch_messages - len(self._batch.messages))
         messages = self._consumer.poll(poll_timeout_s, room)
         for tp in self._consumer.take_new_assignments():
             self._recovering[tp] = self.max_batch_messages

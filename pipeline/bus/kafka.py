@@ -169,6 +169,27 @@ class KafkaBus(Bus):
             admin.close()
         return f"Kafka {version} at {self.bootstrap} (cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s))"
 
+    def group_offsets(self, group: str) -> dict[TopicPartition, tuple[int, int]]:
+        """(committed offset, end offset) per partition of Ganzhi's topics, for a consumer group."""
+        admin = self._admin()
+        consumer = None
+        try:
+            committed = {(tp.topic, tp.partition): om.offset
+                         for tp, om in admin.list_consumer_group_offsets(group).items()}
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-status")
+            tps = [KafkaTP(t, p) for t in (self.topics.events, self.topics.deadletter)
+                   for p in sorted(consumer.partitions_for_topic(t) or ())]
+            ends = consumer.end_offsets(tps) if tps else {}
+        except Exception as exc:
+            _raise_as_bus_error(exc, f"reading the offsets of group {group!r}")
+            raise
+        finally:
+            admin.close()
+            if consumer is not None:
+                consumer.close()
+        return {(tp.topic, tp.partition): (max(0, committed.get((tp.topic, tp.partition), 0)), end)
+                for tp, end in ends.items()}
+
     def consumer(self, topics: list[str], group: str, instance_id: str | None = None) -> Consumer:
         return _KafkaConsumer(self, topics, group, instance_id)
 

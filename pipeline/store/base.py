@@ -24,6 +24,7 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 # optimize_on_insert=0: ReplacingMergeTree would otherwise collapse every inserted block on the way in,
 # which measured 5x slower here (0.55 s vs 0.12 s per 100 k events); the writer already drops duplicates
 # inside a batch, and merges collapse the rest.
+ID_CHUNK = 20_000
 INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000, "optimize_on_insert": 0}
 
 
@@ -110,13 +111,16 @@ class Store(ABC):
         self.insert_columns("deadletter", columns, kinds, dedup_token)
 
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        result = self.query(
-            f"SELECT DISTINCT event_id FROM {self.database}.events WHERE event_id IN {{ids:Array(String)}}",
-            {"ids": list(ids)},
-        )
-        return {row[0] for row in result.rows}
+        """Which of these ids are stored. Asked in chunks: past ~60 k elements an `IN` array parameter
+        turned from under a second into minutes (measured on ClickHouse 26.9: 50 k ids 0.8 s, 80 k 115 s)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), ID_CHUNK):
+            result = self.query(
+                f"SELECT DISTINCT event_id FROM {self.database}.events WHERE event_id IN {{ids:Array(String)}}",
+                {"ids": list(ids[start:start + ID_CHUNK])},
+            )
+            found.update(row[0] for row in result.rows)
+        return found
 
 
 def check_token(token: str | None) -> str | None:

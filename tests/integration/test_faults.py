@@ -111,20 +111,21 @@ def test_writer_killed_20_times_while_1m_events_flow(kafka_bootstrap, clickhouse
     seed = int(os.environ.get("GANZHI_FAULT_SEED", time.time()))
     rng = random.Random(seed)
     print(f"fault seed {seed} (GANZHI_FAULT_SEED reproduces the kill times)")
-    producer = threading.Thread(target=_produce, args=(kafka_bus, "k", 0, n, 16_000), daemon=True)
+    # produced at 8,000 events/s, so the 1 M events are still flowing when the last kill lands
+    producer = threading.Thread(target=_produce, args=(kafka_bus, "k", 0, n, 8_000), daemon=True)
     producer.start()
     log = tmp_path / "writers.log"
     url = f"{clickhouse_server}/{unique_name}"
     counts = []
     for _ in range(kills):
         proc = _writer_process(kafka_bootstrap, url, unique_name, unique_name, log)
-        time.sleep(rng.uniform(1.5, 4.5))
+        time.sleep(rng.uniform(2.0, 7.0))  # a writer needs ~3 s to start and store its first batch
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         counts.append(_count(server_store))
     print(f"stored after each kill: {counts}")
-    assert counts[-1] > counts[0] > 0, "the writer must make progress between kills (kills land mid-stream)"
-    assert counts[-1] < n, "the kills must happen while events still flow"
+    assert producer.is_alive(), "the kills must happen while events still flow"
+    assert len(set(counts)) > kills // 2, "most writer lives must store something before their kill"
 
     producer.join()
     final = _writer_process(kafka_bootstrap, url, unique_name, unique_name, log)
