@@ -169,7 +169,7 @@ class Writer:
             if already:
                 self.stats.duplicates_dropped += len(already)
                 events = [e for e in events if e["event_id"] not in already]
-                log.info("dropped %d events already stored by a previous writer", len(already))
+                log.warning("dropped %d events already stored by a previous writer", len(already))
 
         if self.enricher is not None:
             clock = time.perf_counter()

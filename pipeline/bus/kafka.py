@@ -175,7 +175,7 @@ class KafkaBus(Bus):
         consumer = None
         try:
             committed = {(tp.topic, tp.partition): om.offset
-                         for tp, om in admin.list_consumer_group_offsets(group).items()}
+                         for tp, om in admin.list_group_offsets(group).get(group, {}).items()}
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-status")
             tps = [KafkaTP(t, p) for t in (self.topics.events, self.topics.deadletter)
                    for p in sorted(consumer.partitions_for_topic(t) or ())]
