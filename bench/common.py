@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
+import resource
 from pathlib import Path
 
 from pipeline.schema import event_id, normalize
@@ -39,6 +40,16 @@ def make_events(n: int, seed: int = 7, start_ms: int = 1_714_550_400_000) -> lis
         }
         out.append(normalize(record))
     return out
+
+
+def peak_rss_mib(pid: int | None = None) -> float:
+    """Peak resident memory of this process, or of another one (Linux /proc), in MiB."""
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def record_results(section: str, command: str, lines: list[str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import make_events, record_results
+from bench.common import make_events, peak_rss_mib, record_results
 from pipeline.bus.base import Topics
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
@@ -152,8 +151,7 @@ def main() -> None:
                      f"(publish {srv['batched_publish_s']:.2f}s, write {srv['batched_write_s']:.2f}s)")
         lines.append(f"  baseline one event per Kafka message: {srv['baseline_events_per_s']:,.0f} events/s "
                      f"-> batched messages are {srv['batched_events_per_s'] / srv['baseline_events_per_s']:.1f}x")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines.append(f"peak RSS of the benchmark process: {peak_mib:.0f} MiB")
+    lines.append(f"peak RSS of the benchmark process: {peak_rss_mib():.0f} MiB")
     print("\n".join(lines))
     if args.record:
         record_results("ingest", "python bench/ingest.py " + " ".join(sys.argv[1:]), lines)

@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import random
-import resource
 import struct
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from bench.common import record_results
+from bench.common import peak_rss_mib, record_results
 from sensors.packet.capture import read_file
 from sensors.packet.sensor import PacketSensor
 
@@ -176,7 +175,7 @@ def main() -> None:
         f"({scapy[1]:,}-packet sample)",
         f"ratio fast path / scapy: {rate['fast'][0] / rate['scapy'][0]:.0f}x; full sensor / scapy: "
         f"{rate['full'][0] / rate['scapy'][0]:.0f}x (goal: >= 1,000,000 pkt/s and >= 50x)",
-        f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+        f"peak RSS: {peak_rss_mib():.0f} MiB",
     ]
     out = "\n".join(lines)
     print(out)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import make_events, record_results
+from bench.common import make_events, peak_rss_mib, record_results
 from deploy.local.process import free_port
 from pipeline.bus.base import Topics
 from pipeline.bus.kafka import KafkaBus
@@ -74,10 +73,6 @@ def make_sources(workdir: Path, indicators: int) -> tuple[Path, Path]:
 
 def messages(n: int) -> list[bytes]:
     return list(encode_events(make_events(n, seed=3)))
-
-
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def shares(stats: dict[str, float]) -> str:
@@ -148,13 +143,6 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_servers(kafka: str, base_url: str, msgs: list[bytes], n: int, consumers: int,
                 rate: float | None = None) -> dict[str, float]:
     """Backlog mode (rate None): publish everything, then time the writers draining it. Live mode: publish
@@ -200,7 +188,7 @@ def run_servers(kafka: str, base_url: str, msgs: list[bytes], n: int, consumers:
     for port in ports:
         for key, value in _scrape(port).items():
             stage[key] = stage.get(key, 0.0) + value
-    rss = max(_peak_rss_mib(p.pid) for p in procs)
+    rss = max(peak_rss_mib(p.pid) for p in procs)
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
@@ -249,7 +237,7 @@ def main() -> None:
             f"stages: {shares(enriched)}; hits: inventory {enricher.stats.inventory_hits:,}, "
             f"ioc {enricher.stats.ioc_hits:,}")
         say(f"    enrichment slow-down: {plain['rate'] / enriched['rate']:.2f}x (goal <= 2x); enrich stage "
-            f"{enriched['enrich_seconds'] / n * 1e6:.1f} us/event; bench process peak RSS {rss_mib():,.0f} MiB")
+            f"{enriched['enrich_seconds'] / n * 1e6:.1f} us/event; bench process peak RSS {peak_rss_mib():,.0f} MiB")
         del enricher
 
         kafka, base_url, servers = start_servers(workdir)

@@ -10,8 +10,8 @@
 | GANZHI_TOPIC_PREFIX | topic names are <prefix>.events, <prefix>.deadletter, <prefix>.alerts | ganzhi |
 | GANZHI_INVENTORY | asset inventory (.yaml/.csv) for org unit / asset enrichment | unset |
 | GANZHI_IOC | indicator files or directories (CSV, STIX 2.1, MISP JSON), comma-separated | unset |
-| GANZHI_SPOOL_MB | on-disk spool per sensor for Kafka outages, MiB | 1024 |
 | GANZHI_GEOIP | MaxMind-format .mmdb databases (country/city, ASN), comma-separated | unset |
+| GANZHI_SPOOL_MB | on-disk spool per sensor for Kafka outages, MiB | 1024 |
 """
 
 from __future__ import annotations

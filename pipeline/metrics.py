@@ -55,10 +55,10 @@ class WriterMetrics(Collector):
         self.batch_events.observe(writer.stats.last_batch_events)
         self.insert_seconds.observe(writer.stats.last_insert_seconds)
 
-    def refresh_lag(self, writer: Writer | None = None, force: bool = False) -> None:
+    def refresh_lag(self, writer: Writer | None = None) -> None:
         """Writer.on_tick hook: re-measure the consumer lag every few seconds."""
         now = time.monotonic()
-        if force or now - self._lag_at >= LAG_REFRESH_S:
+        if now - self._lag_at >= LAG_REFRESH_S:
             try:
                 lag = self.writer.lag()
             except Exception:  # lag is best effort: an outage must not fail the batch

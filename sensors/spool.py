@@ -32,6 +32,10 @@ class Spooled:
     end: int  # offset just past this record in its segment
 
 
+def _frame_size(topic: bytes, value: bytes) -> int:
+    return _FRAME.size + len(topic) + len(value)
+
+
 class SpoolBusy(RuntimeError):
     """Another process holds this spool directory."""
 
@@ -49,7 +53,6 @@ class DiskSpool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.dropped = 0  # messages refused because the spool was full
-        self.spooled = 0  # messages appended since this process started
         self._cursor_path = self.directory / "cursor"
         self._read_segment, self._read_offset = self._load_cursor()
         segments = self._segments()
@@ -102,7 +105,7 @@ class DiskSpool:
     def append(self, topic: str, value: bytes) -> bool:
         """Queue one message; False (and counted) if the spool is full."""
         name = topic.encode()
-        size = _FRAME.size + len(name) + len(value)
+        size = _frame_size(name, value)
         if self._size + size > self.max_bytes:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -116,7 +119,6 @@ class DiskSpool:
         payload = name + value
         self._writer.write(_FRAME.pack(len(payload), zlib.crc32(payload), len(name)) + payload)
         self._size += size
-        self.spooled += 1
         return True
 
     def sync(self) -> None:
@@ -143,7 +145,7 @@ class DiskSpool:
             return
         last = delivered[-1]
         for record in delivered:
-            self._size -= _FRAME.size + len(record.topic.encode()) + len(record.value)
+            self._size -= _frame_size(record.topic.encode(), record.value)
         for segment in range(self._read_segment, last.segment):
             self._path(segment).unlink(missing_ok=True)
         self._read_segment, self._read_offset = last.segment, last.end

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from pipeline.config import Settings, UsageProblem
 from pipeline.enrich.geo import GeoDatabases, GeoError
 from pipeline.enrich.inventory import Inventory, InventoryError
-from pipeline.enrich.ioc import IocError, IocIndex, load_paths
+from pipeline.enrich.ioc import IocError, load_paths
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +32,6 @@ class EnrichStats:
     inventory_hits: int = 0  # addresses (src and dst counted apiece) found in the inventory
     ioc_hits: int = 0  # events that hit at least one indicator
     geo_hits: int = 0  # addresses given a country or ASN
-    seconds: float = 0.0
     reloads: int = 0
     reload_errors: int = 0
 
@@ -92,14 +91,6 @@ class Enricher:
             parts.append(f"geo {', '.join(p.name for p in self._geo.paths)}")
         return "; ".join(parts) or "no enrichment sources"
 
-    @property
-    def inventory(self) -> Inventory | None:
-        return self._inventory.value if self._inventory else None
-
-    @property
-    def iocs(self) -> IocIndex | None:
-        return self._ioc.value if self._ioc else None
-
     def maybe_reload(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next_check:
@@ -123,7 +114,6 @@ class Enricher:
         """Fill enrichment columns of canonical events in place."""
         if not self.active or not events:
             return
-        started = time.perf_counter()
         self.maybe_reload()
         inventory = self._inventory.value if self._inventory else None
         iocs = self._ioc.value if self._ioc else None
@@ -152,7 +142,6 @@ class Enricher:
                 event["ioc_sources"] = sorted({*event.get("ioc_sources", ()), *(h.source for h in hits)})
                 event["ioc_confidence"] = max(event.get("ioc_confidence", 0), *(h.confidence for h in hits))
         stats.events += len(events)
-        stats.seconds += time.perf_counter() - started
 
 
 def open_enricher(settings: Settings) -> Enricher | None:

@@ -148,10 +148,3 @@ class Inventory:
 
     def lookup(self, address: str) -> Block | None:
         return self._table.lookup(address)
-
-    def blocks(self) -> list[Block]:
-        """Every distinct effective block (after inheritance), in address order."""
-        seen: dict[int, Block] = {}
-        for block in self._table.values():
-            seen.setdefault(id(block), block)
-        return list(seen.values())

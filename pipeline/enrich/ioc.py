@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline.enrich.iptable import PrefixTable
+from pipeline.enrich.iptable import PrefixTable, parse_network
 
 KINDS = ("ip", "domain", "url", "hash")
 _TYPE_KIND = {
@@ -70,8 +70,6 @@ def normalize_value(kind: str, value: str) -> str:
     """The form an indicator is indexed under; raises ValueError when the value is not of its kind."""
     value = value.strip()
     if kind == "ip":
-        from pipeline.enrich.iptable import parse_network
-
         parse_network(value)
         return value
     if kind == "domain":
@@ -157,7 +155,7 @@ class IocIndex:
         if self._ips.prefixes:
             for name in ("src_ip", "dst_ip"):
                 address = event.get(name)
-                if address and (found := self._ips.lookup(address)) is not None:
+                if address and (found := self.ip(address)) is not None:
                     hits.append(found)
         if self._domains:
             for name in ("dns_query", "http_host", "tls_sni"):
@@ -166,7 +164,7 @@ class IocIndex:
                     hits.append(found)
         if self._urls and (host := event.get("http_host")) and (found := self.url(host, event.get("http_uri", "/"))):
             hits.append(found)
-        if self._hashes and (digest := event.get("file_hash")) and (found := self._hashes.get(digest.lower())):
+        if self._hashes and (digest := event.get("file_hash")) and (found := self.hash(digest)):
             hits.append(found)
         return hits
 

@@ -68,10 +68,6 @@ class PrefixTable(Generic[V]):
     def __len__(self) -> int:
         return self.prefixes
 
-    @property
-    def intervals(self) -> int:
-        return len(self._starts)
-
     def values(self) -> list[V]:
         """The distinct effective values (after merging), in address order."""
         seen: dict[int, V] = {}

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -145,10 +146,17 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     broker.stop()
 
 
-def _run_writer(writer: Writer, stop: threading.Event) -> threading.Thread:
+@contextlib.contextmanager
+def _running(writer: Writer) -> Iterator[Writer]:
+    """The writer consuming in a thread for the block; stopped (flush and commit) after it."""
+    stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
     thread.start()
-    return thread
+    try:
+        yield writer
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 @pytest.mark.timeout(600)
@@ -159,9 +167,7 @@ def test_clickhouse_killed_and_restarted_mid_stream(kafka_bus, unique_name, tmp_
     store.ensure_schema()
     _produce(kafka_bus, "c", 0, n)
     writer = Writer(kafka_bus, store, group=unique_name, max_batch_messages=5, linger_s=0.2)
-    stop = threading.Event()
-    thread = _run_writer(writer, stop)
-    try:
+    with _running(writer):
         _wait(lambda: _count(store) > 20_000, 120, "the first events stored")
         server.kill()
         time.sleep(1.5)
@@ -173,9 +179,6 @@ def test_clickhouse_killed_and_restarted_mid_stream(kafka_bus, unique_name, tmp_
         server = LocalClickHouse(tmp_path / "ch", tcp_port=server.tcp_port, http_port=server.http_port).start()
         _wait(lambda: _count(store) >= n, 300, f"{n:,} events after the restart")
         time.sleep(1.0)
-    finally:
-        stop.set()
-        thread.join(60)
     _assert_exact_set(store, "c", n)
     store.close()
     server.stop()
@@ -189,9 +192,7 @@ def test_kafka_killed_and_restarted_mid_stream(own_kafka, server_store, unique_n
     _produce(bus, "b", 0, n // 2)
     writer = Writer(KafkaBus(own_kafka.bootstrap, Topics(unique_name)), server_store, group=unique_name,
                     max_batch_messages=5, linger_s=0.2)
-    stop = threading.Event()
-    thread = _run_writer(writer, stop)
-    try:
+    with contextlib.closing(bus), _running(writer):
         _wait(lambda: _count(server_store) > 20_000, 120, "the first events stored")
         own_kafka.kill()
         time.sleep(3.0)
@@ -199,10 +200,6 @@ def test_kafka_killed_and_restarted_mid_stream(own_kafka, server_store, unique_n
         _produce(bus, "b", n // 2, n)
         _wait(lambda: _count(server_store) >= n, 300, f"{n:,} events after the broker restart")
         time.sleep(1.0)
-    finally:
-        stop.set()
-        thread.join(60)
-        bus.close()
     print(f"writer after the broker restart: {writer.stats.as_dict()}")
     _assert_exact_set(server_store, "b", n)
 

@@ -296,20 +296,16 @@ def test_reload_without_restart_and_a_broken_file_keeps_the_old_one(tmp_path: Pa
     inventory = tmp_path / "inventory.csv"
     inventory.write_text("cidr,department\n10.0.0.0/8,财政局\n", encoding="utf-8")
     enricher = Enricher(inventory, reload_check_s=3600)
-    first = [{"src_ip": "10.1.1.1"}]
-    enricher.enrich(first)
-    assert first[0]["src_org_unit"] == "财政局"
 
-    inventory.write_text("cidr,department\n10.0.0.0/8,审计局\n", encoding="utf-8")
-    os.utime(inventory, (time.time() + 5, time.time() + 5))
-    enricher.maybe_reload(force=True)
-    second = [{"src_ip": "10.1.1.1"}]
-    enricher.enrich(second)
-    assert second[0]["src_org_unit"] == "审计局" and enricher.stats.reloads == 1
+    def org_unit_after(rows: str, later_s: float) -> str:
+        if rows:  # rewrite the file with a later modification time, then let the enricher look
+            inventory.write_text("cidr,department\n" + rows, encoding="utf-8")
+            os.utime(inventory, (time.time() + later_s, time.time() + later_s))
+            enricher.maybe_reload(force=True)
+        event = {"src_ip": "10.1.1.1"}
+        enricher.enrich([event])
+        return event["src_org_unit"]
 
-    inventory.write_text("cidr,department\n10.0.0.0/99,x\n", encoding="utf-8")
-    os.utime(inventory, (time.time() + 10, time.time() + 10))
-    enricher.maybe_reload(force=True)
-    third = [{"src_ip": "10.1.1.1"}]
-    enricher.enrich(third)
-    assert third[0]["src_org_unit"] == "审计局" and enricher.stats.reload_errors == 1
+    assert org_unit_after("", 0) == "财政局"
+    assert org_unit_after("10.0.0.0/8,审计局\n", 5) == "审计局" and enricher.stats.reloads == 1
+    assert org_unit_after("10.0.0.0/99,x\n", 10) == "审计局" and enricher.stats.reload_errors == 1
