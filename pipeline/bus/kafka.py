@@ -241,6 +241,11 @@ class _KafkaConsumer(Consumer):
                 max_poll_interval_ms=600000,
                 request_timeout_ms=max(bus._request_timeout_ms, 20000),
             )
+            # know the topics' partitions before joining: a member that leads the group's first assignment
+            # without them assigns nothing, and kafka-python may not rejoin until its 5-minute metadata
+            # refresh (seen: a restarted writer idle for a minute with partitions waiting)
+            for topic in topics:
+                self._consumer.partitions_for_topic(topic)
         except Exception as exc:
             _raise_as_bus_error(exc, "connecting the consumer")
         self._listener = _Listener()
