@@ -69,13 +69,17 @@ def _settings(ctx: typer.Context) -> Settings:
 # -- ingest and write -------------------------------------------------------------------------
 
 
-def _live_detection(store: Any, bus: Any, rules: list[str] | None) -> Any:
+def _live_detection(store: Any, bus: Any, rules: list[str] | None, incidents: bool = False) -> Any:
+    """Detection on each stored batch; `incidents` groups its alerts into incidents in this process too (the
+    embedded mode; with Kafka, `ganzhi incidents follow` does it from the alerts topic)."""
     from pipeline.detect.live import LiveDetection
+    from pipeline.incidents.correlate import GroupingPolicy, IncidentCorrelator
 
     store.ensure_schema()
     ruleset = _ruleset(rules, store)
     err.print(f"live detection: {ruleset.rule_count} rules, rule set {ruleset.version}")
-    return LiveDetection(store, bus, ruleset)
+    on_alerts = IncidentCorrelator(store, GroupingPolicy.from_env()).process if incidents else None
+    return LiveDetection(store, bus, ruleset, on_alerts=on_alerts)
 
 
 @app.command()
@@ -101,7 +105,7 @@ def ingest(
                 setattr(total, key, getattr(total, key) + getattr(report, key))
     if embedded_bus:
         assert store is not None
-        live = _live_detection(store, bus, rules) if detect else None
+        live = _live_detection(store, bus, rules, incidents=True) if detect else None
         enricher = open_enricher(settings)
         stats = Writer(bus, store, on_batch=live, enricher=enricher).run(threading.Event(), idle_exit_s=0.2)
         if live is not None:
@@ -686,6 +690,21 @@ def _cell(value: Any) -> str:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                     console=err, transient=True)
+
+
+def _register_commands() -> None:
+    """Command groups that live next to what they drive (incidents, the API and its accounts)."""
+    from api.cli import audit_app, serve, token_app, user_app
+    from pipeline.incidents.cli import incidents_app
+
+    app.add_typer(incidents_app, name="incidents")
+    app.command()(serve)
+    app.add_typer(user_app, name="user")
+    app.add_typer(token_app, name="token")
+    app.add_typer(audit_app, name="audit")
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,17 @@ def save_ruleset(store: Store, ruleset: RuleSet) -> None:
 def load_ruleset_files(store: Store, version: str) -> dict[str, str] | None:
     row = store.query("SELECT files FROM rulesets WHERE version = {v:String} LIMIT 1", {"v": version}).rows
     return dict(row[0][0]) if row else None
+
+
+def set_rule_enabled(store: Store, rule_id: str, enabled: bool, actor: str) -> None:
+    """Switch a rule on or off for live detection (writers pick it up within SUPPRESSION_REFRESH_S)."""
+    store.insert_columns("rule_state", {"rule_id": [rule_id], "enabled": [int(enabled)], "changed_by": [actor],
+                                        "changed_at": [time.time_ns() // 1_000_000], "version": [time.time_ns()]},
+                         {"rule_id": "str", "enabled": "u8", "changed_by": "str", "changed_at": "ts", "version": "u64"})
+
+
+def disabled_rules(store: Store) -> set[str]:
+    return {r[0] for r in store.query("SELECT rule_id FROM rule_state FINAL WHERE enabled = 0").rows}
 
 
 def store_alerts(store: Store, hits: Sequence[Hit], alerts: Sequence[Alert]) -> None:
@@ -74,21 +85,27 @@ class LiveStats:
 class LiveDetection:
     """The writer's `on_batch` hook."""
 
-    def __init__(self, store: Store, bus: Bus, ruleset: RuleSet):
+    def __init__(self, store: Store, bus: Bus, ruleset: RuleSet, on_alerts: Callable[[list[dict[str, Any]]], Any]
+                 | None = None):
+        """`on_alerts` gets the published alerts' records after they are stored (the embedded mode groups
+        them into incidents there; with Kafka the incident correlator reads the alerts topic instead)."""
         self.store = store
         self.bus = bus
+        self.on_alerts = on_alerts
         self.detector = Detector(store, ruleset)
         self.stats = LiveStats()
         self._suppressions: list[suppress.Suppression] = []
+        self._disabled: set[str] = set()
         self._suppressions_at = 0.0
         save_ruleset(store, ruleset)
 
-    def _active_suppressions(self) -> list[suppress.Suppression]:
+    def _refresh(self) -> None:
+        """Suppressions and rule switches change at run time (API, CLI): re-read them now and then."""
         now = time.monotonic()
         if now - self._suppressions_at > SUPPRESSION_REFRESH_S:
             self._suppressions = suppress.load(self.store)
+            self._disabled = disabled_rules(self.store)
             self._suppressions_at = now
-        return self._suppressions
 
     def refresh_suppressions(self) -> None:
         self._suppressions_at = 0.0
@@ -97,11 +114,16 @@ class LiveDetection:
         if not events:
             return []
         started = time.monotonic()
+        self._refresh()
         hits = self.detector.run_live(Selector.batch(events))
+        if self._disabled:
+            hits = [h for h in hits if h.rule_id not in self._disabled]
         alerts = self.detector.alerts(hits)
-        suppress.apply(alerts, self._active_suppressions())
+        suppress.apply(alerts, self._suppressions)
         store_alerts(self.store, hits, alerts)
         published = publish_alerts(self.bus, alerts)
+        if self.on_alerts is not None and published:
+            self.on_alerts([a.as_record() for a in alerts if not a.suppression_id])
         self.stats.batches += 1
         self.stats.events += len(events)
         self.stats.hits += len(hits)

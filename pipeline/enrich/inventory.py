@@ -146,5 +146,9 @@ class Inventory:
     def __len__(self) -> int:
         return len(self._table)
 
+    def blocks(self) -> list[Block]:
+        """Every block with what it inherited (the asset and org unit lists of the API read these)."""
+        return list(self._table.values())
+
     def lookup(self, address: str) -> Block | None:
         return self._table.lookup(address)

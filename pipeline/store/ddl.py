@@ -136,10 +136,123 @@ ALERT_HIT_KINDS = {
 }
 
 
+def incident_ddl(database: str) -> list[str]:
+    """Incidents are versioned rows (the newest `version` of an incident wins); their timeline and alert
+    links are append-only. Kept as long as the database: an incident is the record of a decision."""
+    incidents = f"""CREATE TABLE IF NOT EXISTS {database}.incidents (
+    `incident_id` String,
+    `title` String,
+    `status` LowCardinality(String) COMMENT 'new, acknowledged, investigating, contained, resolved, false_positive',
+    `severity` LowCardinality(String) COMMENT 'informational, low, medium, high, critical',
+    `group_key` String COMMENT 'what grouped its alerts, e.g. src_ip=10.1.2.3',
+    `org_units` Array(String) COMMENT 'org units of the alerts (department isolation reads this)',
+    `assets` Array(String),
+    `max_criticality` UInt8 COMMENT 'highest criticality of the assets involved, 0 = unknown',
+    `rule_ids` Array(String),
+    `alert_count` UInt32,
+    `assignee` String,
+    `tags` Array(String),
+    `first_seen` DateTime64(3, 'UTC'),
+    `last_seen` DateTime64(3, 'UTC'),
+    `opened_at` DateTime64(3, 'UTC'),
+    `updated_at` DateTime64(3, 'UTC'),
+    `version` UInt64,
+    INDEX idx_org_units org_units TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY incident_id"""
+    links = f"""CREATE TABLE IF NOT EXISTS {database}.incident_alerts (
+    `alert_id` String,
+    `incident_id` String,
+    `linked_at` DateTime64(3, 'UTC'),
+    `linked_by` String,
+    INDEX idx_incident incident_id TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+ORDER BY alert_id"""
+    timeline = f"""CREATE TABLE IF NOT EXISTS {database}.incident_timeline (
+    `incident_id` String,
+    `at` DateTime64(3, 'UTC'),
+    `seq` UInt64 COMMENT 'orders changes within one millisecond',
+    `actor` String COMMENT 'user, or ganzhi for the correlator',
+    `action` LowCardinality(String) COMMENT 'opened, alert_linked, status, assignee, note, tags, acknowledged',
+    `detail` String COMMENT 'JSON: what changed (from/to) or the note text'
+) ENGINE = MergeTree
+ORDER BY (incident_id, at, seq)"""
+    return [incidents, links, timeline]
+
+
+def api_ddl(database: str) -> list[str]:
+    """Users, tokens (hashes only), the audit log, rule switches and replay jobs of the responders' API.
+
+    The audit log is append-only by design: rows are never updated, each carries the hash of its predecessor
+    (`ganzhi audit verify` recomputes the chain). In production grant the API's ClickHouse user INSERT and
+    SELECT only on it, so not even the API can rewrite history."""
+    users = f"""CREATE TABLE IF NOT EXISTS {database}.api_users (
+    `name` String,
+    `role` LowCardinality(String) COMMENT 'operator, responder, auditor, admin',
+    `org_unit` String COMMENT 'sees this unit and below; empty = the whole network',
+    `clearance` UInt8 COMMENT 'highest data sensitivity shown unmasked (1 public .. 4 secret)',
+    `disabled` UInt8,
+    `created_at` DateTime64(3, 'UTC'),
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name"""
+    tokens = f"""CREATE TABLE IF NOT EXISTS {database}.api_tokens (
+    `token_id` String,
+    `user` String,
+    `secret_hash` String COMMENT 'sha256 of the secret; the secret itself is shown once and never stored',
+    `description` String,
+    `created_at` DateTime64(3, 'UTC'),
+    `expires_at` DateTime64(3, 'UTC'),
+    `revoked` UInt8,
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY token_id"""
+    audit = f"""CREATE TABLE IF NOT EXISTS {database}.audit_log (
+    `seq` UInt64 COMMENT '1, 2, 3, ... with no gaps',
+    `ts` DateTime64(3, 'UTC'),
+    `actor` String,
+    `role` LowCardinality(String),
+    `action` String COMMENT 'HTTP method and route, or the CLI command',
+    `target` String COMMENT 'the resource acted on',
+    `source` String COMMENT 'client address',
+    `result` String COMMENT 'HTTP status or outcome',
+    `detail` String COMMENT 'JSON: parameters of the call (no secrets)',
+    `prev_hash` String,
+    `hash` String COMMENT 'sha256 over prev_hash and this record'
+) ENGINE = MergeTree
+ORDER BY seq"""
+    rule_state = f"""CREATE TABLE IF NOT EXISTS {database}.rule_state (
+    `rule_id` String,
+    `enabled` UInt8,
+    `changed_by` String,
+    `changed_at` DateTime64(3, 'UTC'),
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY rule_id"""
+    replays = f"""CREATE TABLE IF NOT EXISTS {database}.replay_jobs (
+    `job_id` String,
+    `status` LowCardinality(String) COMMENT 'queued, running, done, failed',
+    `submitted_by` String,
+    `ruleset_version` String,
+    `range_from` DateTime64(3, 'UTC'),
+    `range_to` DateTime64(3, 'UTC'),
+    `submitted_at` DateTime64(3, 'UTC'),
+    `finished_at` DateTime64(3, 'UTC'),
+    `report_hash` String,
+    `report` String COMMENT 'the reproducible JSON report',
+    `error` String,
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY job_id"""
+    return [users, tokens, audit, rule_state, replays]
+
+
 def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
     return [
         f"CREATE DATABASE IF NOT EXISTS {database}",
         events_ddl(database, retention_days),
         deadletter_ddl(database, retention_days),
         *alert_ddl(database, retention_days),
+        *incident_ddl(database),
+        *api_ddl(database),
     ]
