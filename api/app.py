@@ -136,5 +136,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None, rat
 
 
 def _route_of(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", request.url.path)
+    """The route template (ids left out: the target says which), under its full prefix."""
+    route = getattr(request.scope.get("route"), "path", None)
+    if route is None:
+        return request.url.path
+    return route if route.startswith(PREFIX) or not request.url.path.startswith(PREFIX) else PREFIX + route

@@ -15,6 +15,7 @@ from pipeline.detect import suppress
 from pipeline.incidents import lifecycle
 from pipeline.incidents.correlate import GroupingPolicy, IncidentCorrelator
 from pipeline.incidents.model import IncidentError
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 Reader = Annotated[Principal, Depends(allow(*READERS))]
@@ -33,7 +34,7 @@ def alert_rows(app: ApiState, hits_where: Where, limit: int, outer: str = "", or
     rows = app.store.query(
         f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id IN (SELECT alert_id FROM alert_hits WHERE "
         f"{hits_where.sql}) {('AND ' + outer) if outer else ''} ORDER BY {order or 'last_seen DESC, alert_id DESC'} "
-        "LIMIT {limit:UInt32}", hits_where.params | {"limit": limit}).dicts()
+        f"LIMIT {{limit:UInt32}} {COLUMNS_BEFORE_ALIASES}", hits_where.params | {"limit": limit}).dicts()
     if rows:
         links = dict(app.store.query("SELECT alert_id, incident_id FROM incident_alerts FINAL WHERE alert_id IN "
                                      "{ids:Array(String)}", {"ids": [r["alert_id"] for r in rows]}).rows)

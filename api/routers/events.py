@@ -14,6 +14,7 @@ from api.deps import ApiState, allow, audit_detail, state
 from api.principal import EXPORTERS, READERS, Principal
 from api.query import Where, cidr_bounds, decode_cursor, encode_cursor, ip_text, scope_events, time_range, unit_filter
 from pipeline.schema import FIELD_BY_NAME, FIELDS, Sensitivity, format_ts
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/events", tags=["events"])
 Reader = Annotated[Principal, Depends(allow(*READERS))]
@@ -106,7 +107,7 @@ def _v6(text: str) -> str:
 
 def event_rows(app: ApiState, principal: Principal, where: Where, limit: int) -> list[dict[str, Any]]:
     rows = app.store.query(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where.sql} ORDER BY ts DESC, event_id DESC "
-                           "LIMIT {limit:UInt32}", where.params | {"limit": limit}).dicts()
+                           f"LIMIT {{limit:UInt32}} {COLUMNS_BEFORE_ALIASES}", where.params | {"limit": limit}).dicts()
     return [principal.mask(_json_form(r)) for r in rows]
 
 

@@ -19,6 +19,7 @@ from api.routers.alerts import alert_rows, visible_alert
 from api.routers.events import event_rows
 from pipeline.incidents import lifecycle
 from pipeline.incidents.model import SELECT_COLUMNS, Incident, IncidentError, IncidentNotFound, link_alerts
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 Reader = Annotated[Principal, Depends(allow(*READERS))]
@@ -67,7 +68,8 @@ def _visible(app: ApiState, principal: Principal, incident_id: str) -> Incident:
     where = Where()
     where.add("incident_id = {id:String}", id=incident_id)
     scope_incidents(where, principal)
-    rows = app.store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where.sql}", where.params).dicts()
+    rows = app.store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where.sql} {COLUMNS_BEFORE_ALIASES}",
+                           where.params).dicts()
     if not rows:
         raise HTTPException(404, f"no incident {incident_id!r} in your scope")
     return Incident.from_row(rows[0])
@@ -79,7 +81,8 @@ def _list(app: ApiState, where: Where, limit: int, cursor: str | None) -> list[d
         where.add("(toUnixTimestamp64Milli(last_seen), incident_id) < ({c_ts:Int64}, {c_id:String})", c_ts=ts, c_id=key)
     return app.store.query(
         f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where.sql} "
-        "ORDER BY last_seen DESC, incident_id DESC LIMIT {limit:UInt32}", where.params | {"limit": limit}).dicts()
+        f"ORDER BY last_seen DESC, incident_id DESC LIMIT {{limit:UInt32}} {COLUMNS_BEFORE_ALIASES}",
+        where.params | {"limit": limit}).dicts()
 
 
 @router.get("", response_model=schemas.IncidentPage, summary="List incidents, newest activity first")

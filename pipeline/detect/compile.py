@@ -140,12 +140,15 @@ def compile_sources(sources: dict[str, str]) -> RuleSet:
         out.errors.append(("(rule set)", f"correlation reference: {exc}"))
     for rule in everything.rules:
         path = paths[id(rule)]
+        if getattr(rule, "errors", None):  # already reported with its collection's errors; nothing to convert
+            continue
         try:
             if isinstance(rule, SigmaCorrelationRule):
                 out.correlations.append(_correlation(rule, path, everything))
             elif isinstance(rule, SigmaRule):
                 out.rules.extend(_single(backend, rule, path))
-        except (SigmaError, NotImplementedError, ValueError, KeyError) as exc:
+        except (SigmaError, NotImplementedError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            # rules arrive from users (API uploads): a rule pySigma cannot handle is an error of that rule
             out.errors.append((path, str(exc) or type(exc).__name__))
     return out
 

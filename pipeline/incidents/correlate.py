@@ -30,7 +30,7 @@ from pipeline.incidents.model import (
     now_ms,
     save_incidents,
 )
-from pipeline.store.base import Store
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store
 
 GROUP_FIELDS = ("entity", "src_ip", "dst_ip", "host_name", "user_name", "src_asset", "dst_asset")
 CRITICAL_ASSET = 4
@@ -197,6 +197,7 @@ def stored_alerts(store: Store, since_ms: int, until_ms: int | None = None) -> l
         "first_seen, toUnixTimestamp64Milli(last_seen) AS last_seen, event_ids, src_ip, dst_ip, host_name, user_name, "
         "src_org_unit, dst_org_unit, src_asset, dst_asset, suppression_id FROM alerts "
         "WHERE last_seen >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
-        "AND first_seen < fromUnixTimestamp64Milli({hi:Int64}, 'UTC') ORDER BY first_seen, alert_id",
+        "AND first_seen < fromUnixTimestamp64Milli({hi:Int64}, 'UTC') "
+        f"ORDER BY first_seen, alert_id {COLUMNS_BEFORE_ALIASES}",
         {"lo": since_ms, "hi": until})
     return result.dicts()

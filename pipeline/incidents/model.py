@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.store.base import Store
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 STATUSES = ("new", "acknowledged", "investigating", "contained", "resolved", "false_positive")
@@ -103,7 +103,7 @@ def link_alerts(store: Store, links: list[tuple[str, str]], actor: str, at_ms: i
 
 
 def load_incidents(store: Store, where: str, params: dict[str, Any]) -> list[Incident]:
-    result = store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where}", params)
+    result = store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where} {COLUMNS_BEFORE_ALIASES}", params)
     return [Incident.from_row(row) for row in result.dicts()]
 
 

@@ -26,6 +26,9 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 # inside a batch, and merges collapse the rest.
 INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000, "optimize_on_insert": 0}
 ID_CHUNK = 20_000  # ids per existence query (see existing_event_ids)
+# Queries that return a time column as epoch ms under its own name (`toUnixTimestamp64Milli(ts) AS ts`) end with
+# this: ClickHouse would otherwise read `ts` in WHERE/ORDER BY as the alias, not the column.
+COLUMNS_BEFORE_ALIASES = "SETTINGS prefer_column_name_to_alias = 1"
 
 
 class StoreError(RuntimeError):
