@@ -69,13 +69,20 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def create_app(settings: Settings | None = None, store: Store | None = None, rate: float | None = None,
                burst: int | None = None) -> FastAPI:
+    """The API over `store` (default: the one `settings` name, else the environment's)."""
     settings = settings or Settings.from_env()
     store = store or open_store(settings)
     rate = rate if rate is not None else float(os.environ.get("GANZHI_API_RATE", 50))
     burst = burst if burst is not None else int(os.environ.get("GANZHI_API_BURST", 200))
+    app = build_app()
+    app.state.ganzhi = ApiState(settings, store, Authenticator(store), AuditLog(store), RateLimiter(rate, burst))
+    return app
+
+
+def build_app() -> FastAPI:
+    """Routes, handlers and middleware; the state (store, accounts, audit log) is attached by create_app."""
     app = FastAPI(title="Ganzhi API", version=__version__, description=API_DOC or "",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None)
-    app.state.ganzhi = ApiState(settings, store, Authenticator(store), AuditLog(store), RateLimiter(rate, burst))
     for module in (incidents, alerts, events, rules, assets, admin):
         app.include_router(module.router, prefix=PREFIX,
                            responses={code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429)})
@@ -86,8 +93,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None, rat
 
     @app.get("/readyz", tags=["health"], summary="Readiness: the store answers (no token needed)",
              responses={503: {"model": Problem}})
-    def readyz() -> dict[str, str]:
-        store.query("SELECT 1")
+    def readyz(request: Request) -> dict[str, str]:
+        request.app.state.ganzhi.store.query("SELECT 1")
         return {"status": "ready"}
 
     @app.exception_handler(HTTPException)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaError
@@ -126,8 +127,8 @@ def compile_sources(sources: dict[str, str]) -> RuleSet:
         try:
             collections.append((path, SigmaCollection.from_yaml(text, collect_errors=True,
                                                                 resolve_references=False)))
-        except (SigmaError, ValueError) as exc:
-            out.errors.append((path, str(exc)))
+        except (SigmaError, ValueError, AttributeError, TypeError, yaml.YAMLError) as exc:  # not a rule file
+            out.errors.append((path, str(exc) or f"not a Sigma rule file ({type(exc).__name__})"))
     everything = SigmaCollection([r for _, c in collections for r in c.rules], errors=[],
                                  resolve_references=False)
     paths = {id(r): p for p, c in collections for r in c.rules}

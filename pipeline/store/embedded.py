@@ -78,9 +78,22 @@ def _literal(value: Any) -> str:
     return _literal(str(value))
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b",
+                          "\f": "\\f"})
+
+
 def _chdb_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """chDB reads parameter values in ClickHouse's escaped text format (as the HTTP interface does): scalars need
+    their backslashes and control characters escaped, collections go as literals."""
     collections = list | tuple | dict | bool
-    return {k: _literal(v) if isinstance(v, collections) else v for k, v in prepare_params(params).items()}
+    out = {}
+    for key, value in prepare_params(params).items():
+        if isinstance(value, collections):
+            value = _literal(value)
+        elif isinstance(value, str):
+            value = value.translate(_ESCAPES)
+        out[key] = value
+    return out
 
 
 class EmbeddedStore(Store):
