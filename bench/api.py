@@ -74,7 +74,7 @@ def load_incidents(store: ServerStore, n: int, end_ms: int) -> None:
                number FROM numbers({n})""")
 
 
-def schedule(rate: float, seconds: float, send: Callable[[int], None], workers: int = 64) -> list[float]:
+def schedule(rate: float, seconds: float, send: Callable[[int], None], workers: int = 32) -> list[float]:
     """Open loop: request i is due at start + i / rate; its latency counts from then."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -123,6 +123,10 @@ def main() -> None:
     load_events(store, args.events, end_ms)
     load_incidents(store, args.incidents, end_ms)
     store.execute("OPTIMIZE TABLE incidents FINAL")
+    for _ in range(600):  # measure the steady state, not the background merges right after a bulk load
+        if not store.query("SELECT count() FROM system.merges").scalar():
+            break
+        time.sleep(1)
     print(f"loaded {store.query('SELECT count() FROM events').scalar():,} events and {args.incidents:,} incidents "
           f"in {time.monotonic() - started:.0f}s ({store.server_version()})")
 
@@ -173,6 +177,7 @@ def main() -> None:
         def store_for_thread() -> ServerStore:
             if not hasattr(local, "store"):
                 local.store = ServerStore(url)
+                local.store.use_database()
             return local.store
 
         runs = {
@@ -191,6 +196,7 @@ def main() -> None:
         }
         results = {}
         for name, send in runs.items():
+            schedule(args.rate, 1, send)  # warm-up: connections, caches
             latencies = schedule(args.rate, args.seconds, send)
             results[name] = latencies
             line = (f"{name}: {len(latencies)} requests at {args.rate:g}/s, p50 {pct(latencies, 0.5):.1f} ms, "

@@ -4,6 +4,7 @@ prune before anything is read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,7 +14,7 @@ from api import schemas
 from api.deps import ApiState, allow, audit_detail, state
 from api.principal import EXPORTERS, READERS, Principal
 from api.query import Where, cidr_bounds, decode_cursor, encode_cursor, ip_text, scope_events, time_range, unit_filter
-from pipeline.schema import FIELD_BY_NAME, FIELDS, Sensitivity, format_ts
+from pipeline.schema import FIELD_BY_NAME, FIELD_NAMES, FIELDS, Sensitivity, format_ts
 from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -21,7 +22,28 @@ Reader = Annotated[Principal, Depends(allow(*READERS))]
 Exporter = Annotated[Principal, Depends(allow(*EXPORTERS))]
 App = Annotated[ApiState, Depends(state)]
 MAX_RANGE_S = 31 * 86400
-EVENT_COLUMNS = ", ".join("toUnixTimestamp64Milli(ts) AS ts" if f.name == "ts" else f.name for f in FIELDS)
+# what a search returns unless asked for more: reading every column of a wide table costs about twice as much
+# (measured: 100 rows of 10 M, 24 ms vs 45 ms); `fields=all` or a list gets the rest
+SUMMARY = ("ts", "event_id", "sensor", "source_type", "event_category", "action", "severity", "message", "src_ip",
+           "src_port", "dst_ip", "dst_port", "protocol", "app_protocol", "bytes_out", "bytes_in", "conn_state",
+           "dns_query", "http_method", "http_host", "http_uri", "http_status", "tls_sni", "user_name", "host_name",
+           "process_image", "src_org_unit", "dst_org_unit", "src_asset", "dst_asset", "ioc_ids")
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join("toUnixTimestamp64Milli(ts) AS ts" if n == "ts" else n for n in names)
+
+
+def selected_fields(fields: str) -> tuple[str, ...]:
+    if fields == "summary":
+        return SUMMARY
+    if fields == "all":
+        return FIELD_NAMES
+    names = [n.strip() for n in fields.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FIELD_BY_NAME]
+    if unknown:
+        raise HTTPException(422, f"fields: unknown field {unknown[0][:64]!r}; see `ganzhi schema`")
+    return tuple(dict.fromkeys(["ts", "event_id", *names]))
 # fields one may group by: scalar columns (not the raw record, maps or lists)
 GROUPABLE = tuple(f.name for f in FIELDS if f.kind in ("str", "lcstr", "ip", "u8", "u16", "u32")
                   and f.name not in ("raw", "event_id", "message"))
@@ -105,8 +127,9 @@ def _v6(text: str) -> str:
     return text if ":" in text else "::ffff:" + text
 
 
-def event_rows(app: ApiState, principal: Principal, where: Where, limit: int) -> list[dict[str, Any]]:
-    rows = app.store.query(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where.sql} ORDER BY ts DESC, event_id DESC "
+def event_rows(app: ApiState, principal: Principal, where: Where, limit: int,
+               fields: Sequence[str] = FIELD_NAMES) -> list[dict[str, Any]]:
+    rows = app.store.query(f"SELECT {_columns(fields)} FROM events WHERE {where.sql} ORDER BY ts DESC, event_id DESC "
                            f"LIMIT {{limit:UInt32}} {COLUMNS_BEFORE_ALIASES}", where.params | {"limit": limit}).dicts()
     return [principal.mask(_json_form(r)) for r in rows]
 
@@ -122,12 +145,14 @@ def _json_form(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("", response_model=schemas.EventPage, summary="Search events, newest first")
 def search_events(app: App, principal: Reader, filters: Filters,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  cursor: Annotated[str | None, Query(max_length=300)] = None) -> dict[str, Any]:
+                  cursor: Annotated[str | None, Query(max_length=300)] = None,
+                  fields: Annotated[str, Query(max_length=2000, description="summary (default), all, or a "
+                                               "comma-separated list of schema fields")] = "summary") -> dict[str, Any]:
     where = filters.where(principal)
     if cursor:
         ts, key = decode_cursor(cursor)
         where.add("(ts, event_id) < (fromUnixTimestamp64Milli({c_ts:Int64}, 'UTC'), {c_id:String})", c_ts=ts, c_id=key)
-    items = event_rows(app, principal, where, limit)
+    items = event_rows(app, principal, where, limit, selected_fields(fields))
     more = len(items) == limit
     return {"items": items, "next_cursor": encode_cursor(items[-1]["ts_ms"], items[-1]["event_id"]) if more else None}
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from pipeline.schema import DEFAULTS, FIELDS
@@ -192,36 +193,61 @@ def _parse_datetime(value: Any) -> datetime:
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
-def normalize_value(ch_type: str, value: Any) -> Any:
-    """One result value to the canonical Python form for its ClickHouse type (both engines agree)."""
-    if value is None:
-        return None
-    t = _unwrap(ch_type)
-    if t.startswith("DateTime"):
-        return _parse_datetime(value)
-    if t.startswith("Date"):
-        return value if isinstance(value, date) else date.fromisoformat(str(value))
-    if t in ("IPv6", "IPv4"):
-        return _ip_text(value)
-    if t.startswith("Array("):
-        inner = t[6:-1]
-        return [normalize_value(inner, v) for v in value]
-    if t.startswith("Map("):
-        _, vtype = _split_args(t[4:-1])
-        return {str(k): normalize_value(vtype, v) for k, v in dict(value).items()}
-    if t.startswith("Tuple("):
-        # element types may be named ("a String"): the type is the last word
-        inner = [it.split(" ", 1)[1] if " " in it and not it.startswith(("Nullable", "LowCardinality")) else it
-                 for it in _split_args(t[6:-1])]
-        return [normalize_value(it, v) for it, v in zip(inner, value, strict=True)]
-    if t.startswith(("Int", "UInt")):
-        return int(value)
-    if t.startswith(("Float", "Decimal")):
-        return float(value)
-    if isinstance(value, tuple):
-        return list(value)
+def _same(value: Any) -> Any:
     return value
 
 
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _listify(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@lru_cache(maxsize=1024)
+def converter(ch_type: str) -> Callable[[Any], Any]:
+    """The function that turns a result value of `ch_type` into its canonical Python form (built once per type:
+    results of wide tables have thousands of values per page)."""
+    t = _unwrap(ch_type)
+    convert: Callable[[Any], Any]
+    if t == "String":
+        return _same
+    if t.startswith("DateTime"):
+        convert = _parse_datetime
+    elif t.startswith("Date"):
+        convert = _date
+    elif t in ("IPv6", "IPv4"):
+        convert = _ip_text
+    elif t.startswith("Array("):
+        inner = converter(t[6:-1])
+        convert = (lambda v: list(v)) if inner is _same else (lambda v: [inner(x) for x in v])
+    elif t.startswith("Map("):
+        _, vtype = _split_args(t[4:-1])
+        value_of = converter(vtype)
+        convert = lambda v: {str(k): value_of(x) for k, x in dict(v).items()}  # noqa: E731
+    elif t.startswith("Tuple("):
+        # element types may be named ("a String"): the type is the last word
+        inner_types = [it.split(" ", 1)[1] if " " in it and not it.startswith(("Nullable", "LowCardinality")) else it
+                       for it in _split_args(t[6:-1])]
+        parts = [converter(it) for it in inner_types]
+        convert = lambda v: [c(x) for c, x in zip(parts, v, strict=True)]  # noqa: E731
+    elif t.startswith(("Int", "UInt")):
+        convert = int
+    elif t.startswith(("Float", "Decimal")):
+        convert = float
+    else:
+        convert = _listify
+    return lambda v: None if v is None else convert(v)
+
+
+def normalize_value(ch_type: str, value: Any) -> Any:
+    """One result value to the canonical Python form for its ClickHouse type (both engines agree)."""
+    return converter(ch_type)(value)
+
+
 def normalize_rows(types: list[str], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    return [tuple(normalize_value(t, v) for t, v in zip(types, row, strict=True)) for row in rows]
+    converters = [converter(t) for t in types]
+    if all(c is _same for c in converters):
+        return [tuple(row) for row in rows]
+    return [tuple(c(v) for c, v in zip(converters, row, strict=True)) for row in rows]

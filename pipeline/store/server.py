@@ -6,6 +6,7 @@ Parameters are sent server-side (`{name:Type}` placeholders), so values never en
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,7 +37,7 @@ def _driver_column(kind: str, values: list[Any]) -> list[Any]:
 class ServerStore(Store):
     engine = "clickhouse-server"
 
-    def __init__(self, url: str, retention_days: int = 180, connect_timeout: float = 5.0):
+    def __init__(self, url: str, retention_days: int = 180, connect_timeout: float = 5.0, pool_size: int = 8):
         parsed = urlparse(url)
         if parsed.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(f"ClickHouse URL must start with clickhouse://, got {url!r}")
@@ -53,24 +54,50 @@ class ServerStore(Store):
             send_receive_timeout=300,
             settings={"server_side_params": True},
         )
-        self._client = Client(database="default", **self._client_args)
-        # clickhouse-driver's Client is one connection: serialize its use across threads
-        self._lock = threading.RLock()
+        # clickhouse-driver's Client is one connection, usable by one thread at a time: a small pool lets
+        # concurrent callers (the API's request threads) query in parallel instead of queueing on one socket
+        self.pool_size = pool_size
+        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
+        self._created = 0
+        self._pool_lock = threading.Lock()
+        self._current_database = "default"
+
+    def _acquire(self) -> Client:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._pool_lock:
+            if self._created < self.pool_size:
+                self._created += 1
+                return Client(database=self._current_database, **self._client_args)
+        return self._idle.get()
 
     def _call(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
-        with self._lock:
-            try:
-                return self._client.execute(sql, params, **kwargs)
-            except _NETWORK_ERRORS as exc:
-                self._client.disconnect()
-                raise StoreUnavailable(f"ClickHouse server unreachable ({self.url}): {exc}") from exc
-            except ch_errors.Error as exc:
-                raise StoreError(str(exc).strip()) from exc
+        client = self._acquire()
+        try:
+            return client.execute(sql, params, **kwargs)
+        except _NETWORK_ERRORS as exc:
+            client.disconnect()
+            raise StoreUnavailable(f"ClickHouse server unreachable ({self.url}): {exc}") from exc
+        except ch_errors.Error as exc:
+            raise StoreError(str(exc).strip()) from exc
+        finally:
+            self._idle.put(client)
+
+    def _drop_idle(self) -> None:
+        with self._pool_lock:
+            while True:
+                try:
+                    self._idle.get_nowait().disconnect()
+                except queue.Empty:
+                    break
+                self._created -= 1
 
     def use_database(self) -> None:
-        with self._lock:
-            self._client.disconnect()
-            self._client = Client(database=self.database, **self._client_args)
+        """New connections open in Ganzhi's database; idle ones made before are dropped."""
+        self._current_database = self.database
+        self._drop_idle()
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._call(sql, prepare_params(params) or None)
@@ -96,5 +123,4 @@ class ServerStore(Store):
         return f"ClickHouse server {self.query('SELECT version()').scalar()}"
 
     def close(self) -> None:
-        with self._lock:
-            self._client.disconnect()
+        self._drop_idle()

@@ -140,11 +140,16 @@ def test_department_isolation_on_every_list_search_and_export_route(api) -> None
 
 def test_fields_above_clearance_are_masked(api) -> None:  # type: ignore[no-untyped-def]
     user = DEPTS[DEPT_A]["user"]
-    operator = api.get("op", "/api/v1/events?category=auth").json()["items"]
+    operator = api.get("op", "/api/v1/events?category=auth&fields=all").json()["items"]
     responder = api.get("resp", "/api/v1/events?category=auth").json()["items"]
     assert operator and all(e["user_name"] == MASK and e["raw"] == MASK for e in operator)
     assert any(e["user_name"] == user for e in responder)
     assert api.get("op", "/api/v1/events/top?field=user_name").status_code == 403
+    summary = api.get("resp", "/api/v1/events?category=auth").json()["items"][0]
+    assert "raw" not in summary and "user_name" in summary
+    assert set(api.get("resp", "/api/v1/events?fields=dns_query").json()["items"][0]) <= {
+        "ts", "ts_ms", "event_id", "dns_query"}
+    assert api.get("resp", "/api/v1/events?fields=nope").status_code == 422
     # free text reaches the raw record only for callers cleared for it
     assert not api.get("op", "/api/v1/events?q=sshd:").json()["items"]
     assert api.get("resp", "/api/v1/events?q=sshd:").json()["items"]
