@@ -37,6 +37,7 @@ demo: setup
 	  "SELECT dst_org_unit, dst_asset, max(dst_criticality) AS criticality, count() AS events, \
 	   countIf(notEmpty(ioc_ids)) AS ioc_hits FROM events WHERE dst_org_unit != '' GROUP BY 1, 2 ORDER BY 4 DESC"
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi deadletters
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi incidents list
 
 test: setup system-deps
 	$(BIN)/ruff check .
@@ -47,6 +48,7 @@ lint: setup
 
 bench: setup system-deps
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/api.py --events 1000000
 
 clean:
 	rm -rf $(VENV) .ganzhi deploy/local/.cache .pytest_cache

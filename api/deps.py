@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.audit import AuditLog
 from api.auth import Authenticator, AuthError
-from api.principal import Principal, Role
+from api.principal import ADMINS, AUDITORS, EXPORTERS, READERS, REPLAYERS, WORKERS, Principal, Role
 from pipeline.config import Settings
 from pipeline.store.base import Store
 
@@ -95,3 +95,13 @@ def network_wide(principal: Principal) -> None:
 def audit_detail(request: Request, **detail: Any) -> None:
     """What the audit record of this call should say beyond its route and query (no secrets)."""
     request.state.audit_detail = {**getattr(request.state, "audit_detail", {}), **detail}
+
+
+# The callers each route admits (api/principal.py says who holds which role); routes take these as parameters.
+App = Annotated[ApiState, Depends(state)]
+Reader = Annotated[Principal, Depends(allow(*READERS))]
+Worker = Annotated[Principal, Depends(allow(*WORKERS))]
+Exporter = Annotated[Principal, Depends(allow(*EXPORTERS))]
+Replayer = Annotated[Principal, Depends(allow(*REPLAYERS))]
+Auditor = Annotated[Principal, Depends(allow(*AUDITORS))]
+Admin = Annotated[Principal, Depends(allow(*ADMINS))]

@@ -74,9 +74,11 @@ def load_incidents(store: ServerStore, n: int, end_ms: int) -> None:
                number FROM numbers({n})""")
 
 
-def schedule(rate: float, seconds: float, send: Callable[[int], None], workers: int = 32) -> list[float]:
-    """Open loop: request i is due at start + i / rate; its latency counts from then."""
+def schedule(rate: float, seconds: float, send: Callable[[int], None],
+             workers: int = 32) -> tuple[list[float], int]:
+    """Open loop: request i is due at start + i / rate; its latency counts from then (failures: until they failed)."""
     latencies: list[float] = []
+    errors = 0
     lock = threading.Lock()
     start = time.perf_counter() + 0.5
 
@@ -85,13 +87,42 @@ def schedule(rate: float, seconds: float, send: Callable[[int], None], workers: 
         wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        send(i)
+        nonlocal errors
+        try:
+            send(i)
+        except (httpx.HTTPError, RuntimeError):
+            with lock:
+                errors += 1
         with lock:
             latencies.append(time.perf_counter() - due)
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(int(rate * seconds))))
-    return sorted(latencies)
+    return sorted(latencies), errors
+
+
+def run_mix(runs: dict[str, Callable[[int], None]], rate: float, seconds: float,
+            drained: Callable[[], None]) -> list[str]:
+    lines = []
+    results = {}
+    for name, send in runs.items():
+        drained()
+        schedule(rate, 1, send)  # warm-up: connections, caches
+        latencies, errors = schedule(rate, seconds, send)
+        results[name] = latencies
+        lines.append(f"{name}: {len(latencies)} requests at {rate:g}/s, p50 {pct(latencies, 0.5):.1f} ms, "
+                     f"p99 {pct(latencies, 0.99):.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+                     + (f", {errors} failed" if errors else ""))
+        print(lines[-1], flush=True)
+    floor = pct(results["healthz (baseline: HTTP floor)"], 0.99)
+    direct = pct(results["event search direct to ClickHouse (baseline: store cost)"], 0.99)
+    api_search = pct(results["event search: 1 h window, category dns, 100 rows"], 0.99)
+    worst = max(pct(v, 0.99) for k, v in results.items() if "baseline" not in k)
+    lines.append(f"at {rate:g}/s: ratio p99 API event search / direct ClickHouse query {api_search / direct:.2f}x, "
+                 f"/ healthz {api_search / floor:.1f}x; worst API p99 {worst:.1f} ms -> goal p99 <= 100 ms "
+                 f"{'met' if worst <= 100 else 'NOT met'}")
+    print(lines[-1], flush=True)
+    return lines
 
 
 def pct(values: list[float], p: float) -> float:
@@ -102,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--incidents", type=int, default=50_000)
-    parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rates", default="200,20", help="request rates to run the mix at (the goal's, then lower "
+                        "ones to show what this machine sustains)")
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--record", action="store_true", help="write the figures to bench/RESULTS.md")
     args = parser.parse_args()
 
@@ -123,6 +155,7 @@ def main() -> None:
     load_events(store, args.events, end_ms)
     load_incidents(store, args.incidents, end_ms)
     store.execute("OPTIMIZE TABLE incidents FINAL")
+    store.execute("OPTIMIZE TABLE events FINAL")  # the steady state: one part per day, no merge running meanwhile
     for _ in range(600):  # measure the steady state, not the background merges right after a bulk load
         if not store.query("SELECT count() FROM system.merges").scalar():
             break
@@ -165,6 +198,19 @@ def main() -> None:
                     raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
             return send
 
+        def drained() -> None:
+            """Wait until the server answers /healthz quickly again (an overloaded run leaves queued work)."""
+            quick = 0
+            deadline = time.monotonic() + 300
+            while quick < 5 and time.monotonic() < deadline:
+                t = time.perf_counter()
+                try:
+                    client.get("/healthz")
+                    quick = quick + 1 if time.perf_counter() - t < 0.05 else 0
+                except httpx.TransportError:
+                    quick = 0
+                time.sleep(0.2)
+
         def direct_search(_: int) -> None:
             w = hour_window()
             store_for_thread().query(
@@ -194,24 +240,8 @@ def main() -> None:
             "event search: department-bound user, 1 h window": api_call(
                 "/api/v1/events", lambda: hour_window() | {"limit": "100"}, dept_token),
         }
-        results = {}
-        for name, send in runs.items():
-            schedule(args.rate, 1, send)  # warm-up: connections, caches
-            latencies = schedule(args.rate, args.seconds, send)
-            results[name] = latencies
-            line = (f"{name}: {len(latencies)} requests at {args.rate:g}/s, p50 {pct(latencies, 0.5):.1f} ms, "
-                    f"p99 {pct(latencies, 0.99):.1f} ms, max {latencies[-1] * 1000:.1f} ms")
-            print(line, flush=True)
-            lines.append(line)
-        floor = pct(results["healthz (baseline: HTTP floor)"], 0.99)
-        direct = pct(results["event search direct to ClickHouse (baseline: store cost)"], 0.99)
-        api_search = pct(results["event search: 1 h window, category dns, 100 rows"], 0.99)
-        lines.append(f"ratio p99 API event search / direct ClickHouse query: {api_search / direct:.2f}x; "
-                     f"/ healthz: {api_search / floor:.1f}x")
-        goal = max(pct(v, 0.99) for k, v in results.items() if "baseline" not in k)
-        lines.append(f"goal p99 <= 100 ms at {args.rate:g} req/s: worst API mix p99 {goal:.1f} ms -> "
-                     f"{'met' if goal <= 100 else 'NOT met'}")
-        print("\n".join(lines[-2:]))
+        for rate in sorted(float(r) for r in args.rates.split(",")):  # the sustainable rate first
+            lines.extend(run_mix(runs, rate, args.seconds, drained))
         lines.insert(0, f"{args.events:,} events over 7 days, {args.incidents:,} incidents, {store.server_version()}, "
                         f"2-core machine shared by ClickHouse, the API process and the load generator")
     finally:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from api import audit, schemas
 from api.auth import AccountError, create_token, get_user, list_tokens, list_users, revoke_token, save_user
-from api.deps import ApiState, allow, audit_detail, network_wide, state
-from api.principal import ADMINS, AUDITORS, Principal
+from api.deps import Admin, App, Auditor, audit_detail, network_wide
 
 router = APIRouter(tags=["admin"])
-Admin = Annotated[Principal, Depends(allow(*ADMINS))]
-Auditor = Annotated[Principal, Depends(allow(*AUDITORS))]
-App = Annotated[ApiState, Depends(state)]
 
 
 def _user_json(user: Any) -> dict[str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from api import schemas
-from api.deps import ApiState, allow, audit_detail, state
-from api.principal import READERS, WORKERS, Principal
+from api.deps import ApiState, App, Reader, Worker, audit_detail
+from api.principal import Principal
 from api.query import Where, decode_cursor, encode_cursor, scope_events, time_range
 from pipeline.detect import suppress
 from pipeline.incidents import lifecycle
@@ -18,9 +18,6 @@ from pipeline.incidents.model import IncidentError
 from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
-Reader = Annotated[Principal, Depends(allow(*READERS))]
-Worker = Annotated[Principal, Depends(allow(*WORKERS))]
-App = Annotated[ApiState, Depends(state)]
 ALERT_COLUMNS = (
     "alert_id, rule_id, rule_title, level, tags, kind, ruleset_version, entity, "
     "toUnixTimestamp64Milli(first_seen) AS first_seen, toUnixTimestamp64Milli(last_seen) AS last_seen, hit_count, "

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 
 from api import schemas
-from api.deps import ApiState, allow, state
-from api.principal import READERS, Principal
+from api.deps import ApiState, App, Reader
+from api.principal import Principal
 from pipeline.enrich.inventory import Block, Inventory
 from pipeline.incidents.risk import asset_risk, org_unit_risk
 
 router = APIRouter(tags=["assets"])
-Reader = Annotated[Principal, Depends(allow(*READERS))]
-App = Annotated[ApiState, Depends(state)]
 
 
 def _blocks(app: ApiState) -> list[Block]:

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api import schemas
 from api.auth import get_user
-from api.deps import ApiState, allow, audit_detail, state
-from api.principal import EXPORTERS, READERS, WORKERS, Principal
+from api.deps import ApiState, App, Exporter, Reader, Worker, audit_detail
+from api.principal import Principal
 from api.query import Where, decode_cursor, encode_cursor, scope_events, scope_incidents, time_range, unit_filter
 from api.routers.alerts import alert_rows, visible_alert
 from api.routers.events import event_rows
@@ -22,10 +22,6 @@ from pipeline.incidents.model import SELECT_COLUMNS, Incident, IncidentError, In
 from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
-Reader = Annotated[Principal, Depends(allow(*READERS))]
-Worker = Annotated[Principal, Depends(allow(*WORKERS))]
-Exporter = Annotated[Principal, Depends(allow(*EXPORTERS))]
-App = Annotated[ApiState, Depends(state)]
 MAX_RANGE_S = 400 * 86400
 
 

@@ -7,24 +7,20 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from api import schemas
-from api.deps import ApiState, allow, audit_detail, network_wide, state
-from api.principal import ADMINS, READERS, REPLAYERS, Principal
+from api.deps import Admin, ApiState, App, Reader, Replayer, audit_detail, network_wide
+from api.principal import Principal
 from pipeline.detect.compile import RuleSet, compile_sources
 from pipeline.detect.engine import Selector
 from pipeline.detect.live import disabled_rules, load_ruleset_files, save_ruleset, set_rule_enabled
 from pipeline.detect.replay import replay
 
 router = APIRouter(tags=["rules"])
-Reader = Annotated[Principal, Depends(allow(*READERS))]
-Admin = Annotated[Principal, Depends(allow(*ADMINS))]
-Replayer = Annotated[Principal, Depends(allow(*REPLAYERS))]
-App = Annotated[ApiState, Depends(state)]
 MAX_REPLAY_S = 400 * 86400
 _JOB_KINDS = {"job_id": "str", "status": "str", "submitted_by": "str", "ruleset_version": "str", "range_from": "ts",
               "range_to": "ts", "submitted_at": "ts", "finished_at": "ts", "report_hash": "str", "report": "str",
