@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None, rat
     rate = rate if rate is not None else float(os.environ.get("GANZHI_API_RATE", 50))
     burst = burst if burst is not None else int(os.environ.get("GANZHI_API_BURST", 200))
     app = build_app()
-    app.state.ganzhi = ApiState(settings, store, Authenticator(store), AuditLog(store), RateLimiter(rate, burst))
+    state = ApiState(settings, store, Authenticator(store), AuditLog(store), RateLimiter(rate, burst))
+    app.state.ganzhi = state
+    app.router.on_shutdown.append(state.close)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -47,6 +48,13 @@ class ApiState:
     audit: AuditLog
     limiter: RateLimiter
     cache: dict[str, Any] = field(default_factory=dict)  # compiled rule sets by version, the inventory
+    # replay jobs run here, one at a time (a replay scans history: several at once would starve the API), and
+    # are waited for at shutdown (a job cut off mid-query by interpreter exit can crash the embedded engine)
+    replays: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay"))
+
+    def close(self) -> None:
+        self.replays.shutdown(wait=True)
 
 
 def state(request: Request) -> ApiState:

@@ -72,6 +72,10 @@ class Seeded:
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
+    def close(self) -> None:
+        """Wait for background work (replay jobs) before the store goes away."""
+        self.app.state.ganzhi.close()
+
     def get(self, user: str, path: str, **kw: Any) -> Any:
         return self.client.get(path, headers=self.headers(user), **kw)
 

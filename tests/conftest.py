@@ -87,6 +87,16 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_chdb_last() -> Iterator[None]:
+    """Close chDB before the interpreter exits: its own teardown at exit crashed the test process (exit 139
+    after all tests passed) once many threads had used a connection (the API tests)."""
+    yield
+    from pipeline.store.embedded import close_all
+
+    close_all()
+
+
 @pytest.fixture
 def embedded_store(chdb_path: Path, unique_name: str):  # type: ignore[no-untyped-def]
     from pipeline.store.embedded import EmbeddedStore

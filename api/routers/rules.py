@@ -3,7 +3,6 @@ replay jobs: submit, status, report, diff against what live detection produced."
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -182,7 +181,7 @@ def submit_replay(request: Request, app: App, principal: Replayer, body: schemas
            "ruleset_version": rules.version, "range_from": lo, "range_to": hi, "submitted_at": int(time.time() * 1000)}
     _save_job(app, job)
     audit_detail(request, job_id=job["job_id"], ruleset_version=rules.version)
-    threading.Thread(target=_run_job, args=(app, job, rules), name=f"replay-{job['job_id'][:8]}", daemon=True).start()
+    app.replays.submit(_run_job, app, job, rules)
     return job | {"finished_at": 0, "report_hash": "", "error": ""}
 
 

@@ -55,6 +55,16 @@ def _shared_connection(path: str) -> tuple[Any, threading.RLock]:
         return _connections[path]
 
 
+def close_all() -> None:
+    """Close every chDB connection of this process (before interpreter exit: chDB's own teardown at exit
+    crashed the process after many threads had used a connection)."""
+    with _connections_lock:
+        for conn, lock in _connections.values():
+            with lock:
+                conn.close()
+        _connections.clear()
+
+
 def to_arrow_column(kind: str, values: list[Any]) -> pa.Array:
     if kind == "ip":
         values = [v or "::" for v in values]

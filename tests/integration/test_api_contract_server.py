@@ -27,6 +27,7 @@ def seeded(clickhouse_server, tmp_path_factory) -> Seeded:  # type: ignore[no-un
     data = seeded_app(store, tmp_path_factory.mktemp("contract"))
     APP.state.ganzhi = data.app.state.ganzhi
     yield data
+    data.close()
     store.execute(f"DROP DATABASE IF EXISTS {store.database}")
 
 

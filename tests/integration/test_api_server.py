@@ -22,7 +22,9 @@ from tests.unit import test_api as suite
 
 @pytest.fixture
 def api(server_store, tmp_path):  # type: ignore[no-untyped-def]
-    return seeded_app(server_store, tmp_path)
+    seeded = seeded_app(server_store, tmp_path)
+    yield seeded
+    seeded.close()
 
 
 def test_route_role_policy_on_the_server(api) -> None:  # type: ignore[no-untyped-def]

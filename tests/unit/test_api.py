@@ -62,7 +62,9 @@ ROLE_USER = {R: "op", W: "resp", A: "aud", ADM: "adm"}
 
 @pytest.fixture
 def api(embedded_store, tmp_path):  # type: ignore[no-untyped-def]
-    return seeded_app(embedded_store, tmp_path)
+    seeded = seeded_app(embedded_store, tmp_path)
+    yield seeded
+    seeded.close()
 
 
 def _routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]

@@ -27,7 +27,8 @@ def seeded(chdb_path, tmp_path_factory) -> Seeded:  # type: ignore[no-untyped-de
     store.ensure_schema()
     data = seeded_app(store, tmp_path_factory.mktemp("contract"))
     APP.state.ganzhi = data.app.state.ganzhi
-    return data
+    yield data
+    data.close()
 
 
 def _user_for(method: str, path: str) -> str:

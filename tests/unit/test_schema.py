@@ -129,4 +129,6 @@ def test_ddl_has_every_schema_field_once() -> None:
     assert "PARTITION BY toYYYYMMDD(ts)" in ddl
     assert "TTL" not in events_ddl("ganzhi", retention_days=0)
     tables = [s.split()[5] for s in all_ddl("x")[1:]]  # CREATE TABLE/VIEW IF NOT EXISTS <name>
-    assert tables == ["x.events", "x.deadletter", "x.alert_hits", "x.alerts", "x.suppressions", "x.rulesets"]
+    assert tables == ["x.events", "x.deadletter", "x.alert_hits", "x.alerts", "x.suppressions", "x.rulesets",
+                      "x.incidents", "x.incident_alerts", "x.incident_timeline", "x.api_users", "x.api_tokens",
+                      "x.audit_log", "x.rule_state", "x.replay_jobs"]
