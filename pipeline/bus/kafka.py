@@ -32,6 +32,7 @@ from pipeline.bus.base import (
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+IDLE_REFRESH_S = 15.0  # a consumer with no partition this long refreshes metadata (see _refresh_if_idle)
 
 
 _TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError, kafka_errors.BrokerNotAvailableError)
@@ -250,8 +251,20 @@ class _KafkaConsumer(Consumer):
             _raise_as_bus_error(exc, "connecting the consumer")
         self._listener = _Listener()
         self._consumer.subscribe(topics, listener=self._listener)
+        self._unassigned_since = time.monotonic()
+
+    def _refresh_if_idle(self) -> None:
+        """A member holding no partition for long asks for fresh metadata: kafka-python rejoins when the
+        metadata differs from what the group's assignment was computed on (a CI run saw a restarted writer
+        hold nothing for over a minute). A metadata request is cheap, unlike forcing a rebalance."""
+        if self._consumer.assignment():
+            self._unassigned_since = time.monotonic()
+        elif time.monotonic() - self._unassigned_since > IDLE_REFRESH_S:
+            self._unassigned_since = time.monotonic()
+            self._consumer._client.cluster.request_update()  # no public API for this
 
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        self._refresh_if_idle()
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except Exception as exc:
