@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.bus.base import Bus, BusUnavailable, CommitRejected, Message, TopicPartition
+from pipeline.bus.base import Bus, BusUnavailable, CommitRejected, Message, TopicPartition, next_offsets
 from pipeline.codec import decode_dead_letter, decode_events, encode_dead_letter
 from pipeline.enrich import Enricher
 from pipeline.store.base import Store, StoreUnavailable
@@ -168,7 +168,7 @@ class Writer:
         if self.on_batch is not None and detect:
             with self._stage("detect"):
                 self._with_store_retry(lambda: self.on_batch(detect), stop)  # type: ignore[misc]
-        offsets = _next_offsets(batch)
+        offsets = next_offsets(batch)
         with self._stage("commit"):
             try:
                 self._with_bus_retry(lambda: self._consumer.commit(offsets), stop)
@@ -251,13 +251,6 @@ class Writer:
 
     def lag(self) -> dict[TopicPartition, int]:
         return self._consumer.lag()
-
-
-def _next_offsets(batch: list[Message]) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
-    for msg in batch:
-        offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
-    return offsets
 
 
 def _batch_token(batch: list[Message]) -> str:

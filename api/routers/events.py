@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api import schemas
 from api.deps import ApiState, App, Exporter, Reader, audit_detail
+from api.export import export_response
 from api.principal import Principal
 from api.query import Where, cidr_bounds, decode_cursor, encode_cursor, ip_text, scope_events, time_range, unit_filter
 from pipeline.schema import FIELD_BY_NAME, FIELD_NAMES, FIELDS, Sensitivity, format_ts
@@ -184,8 +185,6 @@ def histogram(app: App, principal: Reader, filters: Filters,
 def export_events(request: Request, app: App, principal: Exporter, filters: Filters,
                   format: Annotated[Literal["csv", "json"], Query()] = "json",
                   limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
-    from api.routers.incidents import export_response
-
     rows = event_rows(app, principal, filters.where(principal), limit)
     audit_detail(request, rows=len(rows))
     return export_response(rows, format, "events")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api import schemas
 from api.auth import get_user
 from api.deps import ApiState, App, Exporter, Reader, Worker, audit_detail
+from api.export import export_response
 from api.principal import Principal
 from api.query import Where, decode_cursor, encode_cursor, scope_events, scope_incidents, time_range, unit_filter
 from api.routers.alerts import alert_rows, visible_alert
 from api.routers.events import event_rows
 from pipeline.incidents import lifecycle
-from pipeline.incidents.model import SELECT_COLUMNS, Incident, IncidentError, IncidentNotFound, link_alerts
-from pipeline.store.base import COLUMNS_BEFORE_ALIASES
+from pipeline.incidents.model import Incident, IncidentError, IncidentNotFound, link_alerts, load_incidents
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 MAX_RANGE_S = 400 * 86400
@@ -64,21 +61,19 @@ def _visible(app: ApiState, principal: Principal, incident_id: str) -> Incident:
     where = Where()
     where.add("incident_id = {id:String}", id=incident_id)
     scope_incidents(where, principal)
-    rows = app.store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where.sql} {COLUMNS_BEFORE_ALIASES}",
-                           where.params).dicts()
-    if not rows:
+    found = load_incidents(app.store, where.sql, where.params)
+    if not found:
         raise HTTPException(404, f"no incident {incident_id!r} in your scope")
-    return Incident.from_row(rows[0])
+    return found[0]
 
 
 def _list(app: ApiState, where: Where, limit: int, cursor: str | None) -> list[dict[str, Any]]:
     if cursor:
         ts, key = decode_cursor(cursor)
         where.add("(toUnixTimestamp64Milli(last_seen), incident_id) < ({c_ts:Int64}, {c_id:String})", c_ts=ts, c_id=key)
-    return app.store.query(
-        f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where.sql} "
-        f"ORDER BY last_seen DESC, incident_id DESC LIMIT {{limit:UInt32}} {COLUMNS_BEFORE_ALIASES}",
-        where.params | {"limit": limit}).dicts()
+    found = load_incidents(app.store, where.sql, where.params | {"limit": limit},
+                           "ORDER BY last_seen DESC, incident_id DESC LIMIT {limit:UInt32}")
+    return [incident.as_json() for incident in found]
 
 
 @router.get("", response_model=schemas.IncidentPage, summary="List incidents, newest activity first")
@@ -99,27 +94,6 @@ def export_incidents(request: Request, app: App, principal: Exporter, filters: F
     rows = [principal.mask(r) for r in _list(app, filters.where(principal), limit, None)]
     audit_detail(request, rows=len(rows))
     return export_response(rows, format, "incidents")
-
-
-def export_response(rows: list[dict[str, Any]], fmt: str, name: str) -> Response:
-    headers = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
-    if fmt == "json":
-        return Response(orjson.dumps(rows), media_type="application/json", headers=headers)
-    out = io.StringIO()
-    columns = sorted({k for r in rows for k in r})
-    writer = csv.DictWriter(out, columns)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-    return Response(out.getvalue(), media_type="text/csv", headers=headers)
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):  # no formula injection into spreadsheets
-        return "'" + value
-    return value
 
 
 @router.get("/{incident_id}", response_model=schemas.Incident)

@@ -69,6 +69,14 @@ class Message:
         return None
 
 
+def next_offsets(messages: list[Message]) -> dict[TopicPartition, int]:
+    """Per partition, the offset to commit after processing `messages` (the highest seen + 1)."""
+    offsets: dict[TopicPartition, int] = {}
+    for msg in messages:
+        offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
+    return offsets
+
+
 class Consumer(ABC):
     @abstractmethod
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:

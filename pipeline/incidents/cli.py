@@ -13,10 +13,11 @@ import typer
 from rich.console import Console
 
 from pipeline.bus import open_bus
+from pipeline.bus.base import next_offsets
 from pipeline.codec import dead_letter
 from pipeline.config import UsageProblem
 from pipeline.incidents.correlate import GroupingPolicy, IncidentCorrelator, stored_alerts
-from pipeline.incidents.model import SELECT_COLUMNS, STATUSES
+from pipeline.incidents.model import STATUSES, load_incidents
 from pipeline.store import QueryResult, open_store
 
 incidents_app = typer.Typer(help="Incidents: alerts grouped by entity and time, and their lifecycle.",
@@ -38,21 +39,18 @@ def list_incidents(
     bad = [s for s in status or () if s not in STATUSES]
     if bad:
         raise UsageProblem(f"unknown status {bad[0]!r}; use one of {', '.join(STATUSES)}")
-    store = open_store(ctx.obj)
     where = "status IN {status:Array(String)}" if status else "1"
-    result = store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where} "
-                         "ORDER BY last_seen DESC LIMIT {limit:UInt32}", {"status": status or [], "limit": limit})
-    _show(_readable(result) if not as_json else result, as_json)
+    found = [i.as_json() for i in load_incidents(open_store(ctx.obj), where, {"status": status or [], "limit": limit},
+                                                 "ORDER BY last_seen DESC LIMIT {limit:UInt32}")]
+    keep = list(found[0]) if as_json and found else list(_TABLE_COLUMNS)
+    if not as_json:
+        for row in found:
+            row["last_seen"] = datetime.fromtimestamp(row["last_seen"] / 1000, UTC)
+    _show(QueryResult(keep, ["String"] * len(keep), [tuple(row[k] for k in keep) for row in found]), as_json)
 
 
-def _readable(result: QueryResult) -> QueryResult:
-    keep = ("incident_id", "severity", "status", "title", "group_key", "alert_count", "org_units", "assignee",
-            "last_seen")
-    rows = []
-    for row in result.dicts():
-        row["last_seen"] = datetime.fromtimestamp(row["last_seen"] / 1000, UTC)
-        rows.append(tuple(row[k] for k in keep))
-    return QueryResult(list(keep), ["String"] * len(keep), rows)
+_TABLE_COLUMNS = ("incident_id", "severity", "status", "title", "group_key", "alert_count", "org_units", "assignee",
+                  "last_seen")
 
 
 @incidents_app.command("correlate")
@@ -107,10 +105,7 @@ def follow(
                                             f"{message.topic}/{message.partition}/{message.offset}"))
             store.insert_deadletters(dead)
             opened += len(correlator.process(records).opened)
-            offsets: dict[tuple[str, int], int] = {}
-            for message in messages:
-                offsets[message.tp] = max(offsets.get(message.tp, 0), message.offset + 1)
-            consumer.commit(offsets)
+            consumer.commit(next_offsets(messages))
     finally:
         consumer.close()
         bus.close()

@@ -102,8 +102,10 @@ def link_alerts(store: Store, links: list[tuple[str, str]], actor: str, at_ms: i
         {"alert_id": "str", "incident_id": "str", "linked_at": "ts", "linked_by": "str"})
 
 
-def load_incidents(store: Store, where: str, params: dict[str, Any]) -> list[Incident]:
-    result = store.query(f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where} {COLUMNS_BEFORE_ALIASES}", params)
+def load_incidents(store: Store, where: str, params: dict[str, Any], order_limit: str = "") -> list[Incident]:
+    """Incidents (their newest versions) matching `where`; `order_limit` e.g. "ORDER BY last_seen DESC LIMIT 50"."""
+    result = store.query(
+        f"SELECT {SELECT_COLUMNS} FROM incidents FINAL WHERE {where} {order_limit} {COLUMNS_BEFORE_ALIASES}", params)
     return [Incident.from_row(row) for row in result.dicts()]
 
 
