@@ -16,7 +16,7 @@ from api import __doc__ as API_DOC
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.deps import ApiState, RateLimiter
-from api.routers import admin, alerts, assets, events, incidents, rules
+from api.routers import admin, alerts, assets, events, incidents, rules, situation
 from api.schemas import Problem
 from pipeline import __version__
 from pipeline.config import Settings
@@ -25,7 +25,7 @@ from pipeline.store import Store, StoreError, StoreUnavailable, open_store
 log = logging.getLogger("ganzhi.api")
 PREFIX = "/api/v1"
 MAX_BODY = 1024 * 1024
-AUDITED_READS = ("/export", "/report")
+AUDITED_READS = ("/export", "/report", "/pdf", "/html")  # reads that take data away: audited too
 
 
 class BodyLimit:
@@ -85,7 +85,7 @@ def build_app() -> FastAPI:
     """Routes, handlers and middleware; the state (store, accounts, audit log) is attached by create_app."""
     app = FastAPI(title="Ganzhi API", version=__version__, description=API_DOC or "",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None)
-    for module in (incidents, alerts, events, rules, assets, admin):
+    for module in (incidents, alerts, events, rules, assets, situation, admin):
         app.include_router(module.router, prefix=PREFIX,
                            responses={code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429)})
 

@@ -16,6 +16,7 @@ from api.audit import AuditLog
 from api.auth import Authenticator, AuthError
 from api.principal import ADMINS, AUDITORS, EXPORTERS, READERS, REPLAYERS, WORKERS, Principal, Role
 from pipeline.config import Settings
+from pipeline.enrich.inventory import Inventory
 from pipeline.store.base import Store
 
 
@@ -55,6 +56,18 @@ class ApiState:
 
     def close(self) -> None:
         self.replays.shutdown(wait=True)
+
+    def inventory(self) -> Inventory | None:
+        """The asset inventory file, re-read when it changes."""
+        path = self.settings.inventory
+        if path is None:
+            return None
+        mtime = path.stat().st_mtime if path.exists() else 0.0
+        cached = self.cache.get("inventory")
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, Inventory.load(path))
+            self.cache["inventory"] = cached
+        return cached[1]  # type: ignore[no-any-return]
 
 
 def state(request: Request) -> ApiState:

@@ -251,3 +251,152 @@ class AuditVerification(BaseModel):
     head_seq: int
     head_hash: str
     problems: list[str]
+
+
+# -- situation, warnings, exposures, reports ----------------------------------------------------------------
+
+
+class Factor(BaseModel):
+    kind: str = Field(description="incident, exposure or anomaly")
+    ref: str
+    title: str
+    org_units: list[str]
+    assets: list[str]
+    contribution: float = Field(description="points this threat adds on its own (0-95)")
+    factors: dict[str, float] = Field(description="severity x criticality x exposure x recency")
+
+
+class Score(BaseModel):
+    scope_kind: str
+    scope: str
+    score: float = Field(ge=0, le=100)
+    band: str
+    factors: list[Factor]
+
+
+class Situation(BaseModel):
+    at: int | None = Field(description="epoch ms of the newest assessment; null before the first")
+    extranet: Score | None = Field(description="null for accounts bound to an org unit")
+    org_units: list[Score]
+    assets: list[Score]
+
+
+class HistoryPoint(BaseModel):
+    ts: int
+    score: float
+
+
+class ForecastPoint(BaseModel):
+    ts: int
+    mean: float
+    low: float
+    high: float
+
+
+class ForecastOut(BaseModel):
+    series: str
+    model: str
+    error: dict[str, Any] = Field(description="measured on held-back history: MAPE, sMAPE, MAE, coverage, naive MAE")
+    points: list[ForecastPoint]
+
+
+class AnomalyOut(BaseModel):
+    anomaly_id: str
+    hour_ms: int
+    org_unit: str
+    metric: str
+    observed: float
+    expected: float
+    low: float
+    high: float
+
+
+class WarningReason(BaseModel):
+    trigger: str
+    level: int
+    level_name: str
+    units: list[str]
+    detail: str
+
+
+class WarningLevel(BaseModel):
+    scope: str
+    level: int = Field(ge=0, le=4, description="1 = I 特别重大 (red) .. 4 = IV 一般 (blue), 0 = none")
+    level_name: str
+    since: int
+    reasons: list[WarningReason]
+
+
+class WarningChange(BaseModel):
+    at: int
+    scope: str
+    level: int
+    level_name: str
+    previous: int
+    reasons: list[WarningReason]
+
+
+class Exposure(BaseModel):
+    cve_id: str
+    cvss: float
+    severity: str
+    kev: bool
+    ip: str
+    port: int
+    kind: str
+    product: str
+    matched: str
+    org_unit: str
+    asset: str
+    criticality: int
+    first_seen_ms: int
+    last_seen_ms: int
+    description: str
+    excluded_by: str
+
+
+class Observed(BaseModel):
+    ip: str
+    port: int
+    kind: str
+    product: str
+    org_unit: str
+    asset: str
+    criticality: int
+    first_seen_ms: int
+    last_seen_ms: int
+    hits: int
+
+
+class ExclusionIn(Strict):
+    cve_id: str = Field("", pattern=r"^(CVE-\d{4}-\d{4,})?$", description="empty = every CVE in the scope")
+    scope: Literal["ip", "asset", "org_unit", "all"]
+    value: str = Field("", max_length=200)
+    kind: Literal["accepted_risk", "false_positive"]
+    reason: str = Field(min_length=1, max_length=2000)
+    days: int = Field(90, ge=1, le=3650)
+
+
+class Exclusion(BaseModel):
+    exclusion_id: str
+    cve_id: str
+    scope: str
+    value: str
+    kind: str
+    reason: str
+    owner: str
+    expires_at: int
+
+
+class ReportIn(Strict):
+    period: Literal["day", "week"]
+    end: int | None = Field(None, ge=0, le=4_102_444_800_000, description="epoch ms; default now")
+
+
+class ReportMeta(BaseModel):
+    report_id: str
+    period: str
+    period_start: int
+    period_end: int
+    generated_at: int
+    generated_by: str

@@ -693,11 +693,16 @@ def _progress() -> Progress:
 
 
 def _register_commands() -> None:
-    """Command groups that live next to what they drive (incidents, the API and its accounts)."""
+    """Command groups that live next to what they drive (incidents, the situation, the API and its accounts)."""
     from api.cli import audit_app, serve, token_app, user_app
     from pipeline.incidents.cli import incidents_app
+    from pipeline.situation.cli import exposures_app, report_cmd, situation_app, warnings_app
 
     app.add_typer(incidents_app, name="incidents")
+    app.add_typer(situation_app, name="situation")
+    app.add_typer(warnings_app, name="warnings")
+    app.add_typer(exposures_app, name="exposures")
+    app.command("report")(report_cmd)
     app.command()(serve)
     app.add_typer(user_app, name="user")
     app.add_typer(token_app, name="token")

@@ -9,22 +9,15 @@ from fastapi import APIRouter, HTTPException
 from api import schemas
 from api.deps import ApiState, App, Reader
 from api.principal import Principal
-from pipeline.enrich.inventory import Block, Inventory
+from pipeline.enrich.inventory import Block
 from pipeline.incidents.risk import asset_risk, org_unit_risk
 
 router = APIRouter(tags=["assets"])
 
 
 def _blocks(app: ApiState) -> list[Block]:
-    path = app.settings.inventory
-    if path is None:
-        return []
-    mtime = path.stat().st_mtime if path.exists() else 0.0
-    cached = app.cache.get("inventory")
-    if cached is None or cached[0] != mtime:
-        cached = (mtime, Inventory.load(path).blocks())
-        app.cache["inventory"] = cached
-    return cached[1]  # type: ignore[no-any-return]
+    inventory = app.inventory()
+    return inventory.blocks() if inventory else []
 
 
 def _units(app: ApiState, principal: Principal) -> dict[str, dict[str, Any]]:

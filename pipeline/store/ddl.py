@@ -247,6 +247,120 @@ ORDER BY job_id"""
     return [users, tokens, audit, rule_state, replays]
 
 
+def situation_ddl(database: str) -> list[str]:
+    """The situation assessment's history, baselines' anomalies, forecasts, warning levels, notifications,
+    the observed software inventory, the CVE feed, exposure exclusions and rendered bulletins."""
+    history = f"""CREATE TABLE IF NOT EXISTS {database}.situation_history (
+    `at` DateTime64(3, 'UTC') COMMENT 'the moment assessed',
+    `scope_kind` LowCardinality(String) COMMENT 'extranet, org_unit or asset',
+    `scope` String COMMENT 'org unit path or asset name; empty for the extranet',
+    `score` Float64 COMMENT 'situation index (extranet, org unit) or risk (asset), 0-100',
+    `factors` String COMMENT 'JSON: the top contributing factors',
+    `model` LowCardinality(String) COMMENT 'version of the scoring formula'
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (scope_kind, scope, at)"""
+    anomalies = f"""CREATE TABLE IF NOT EXISTS {database}.anomalies (
+    `anomaly_id` String,
+    `hour` DateTime('UTC'),
+    `org_unit` String COMMENT 'empty = the whole extranet',
+    `metric` LowCardinality(String),
+    `observed` Float64,
+    `expected` Float64 COMMENT 'median of the same hour of the week in the baseline weeks',
+    `low` Float64,
+    `high` Float64,
+    `samples` UInt16 COMMENT 'how many past hours the baseline used',
+    `detected_at` DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree
+ORDER BY anomaly_id"""
+    forecasts = f"""CREATE TABLE IF NOT EXISTS {database}.forecasts (
+    `made_at` DateTime64(3, 'UTC'),
+    `series` String COMMENT 'e.g. index:extranet, alerts:民政局',
+    `ts` DateTime('UTC'),
+    `mean` Float64, `low` Float64, `high` Float64,
+    `model` String,
+    `error` String COMMENT 'JSON: error on held-back history (MAPE, sMAPE, MAE, seasonal-naive MAE)'
+) ENGINE = ReplacingMergeTree
+ORDER BY (series, made_at, ts)"""
+    levels = f"""CREATE TABLE IF NOT EXISTS {database}.warning_levels (
+    `at` DateTime64(3, 'UTC'),
+    `scope` String COMMENT 'empty = the extranet, else an org unit',
+    `level` UInt8 COMMENT '1 = I 特别重大 (red) .. 4 = IV 一般 (blue), 0 = no warning',
+    `previous` UInt8,
+    `reasons` String COMMENT 'JSON: the triggers that fired'
+) ENGINE = MergeTree
+ORDER BY (scope, at)"""
+    notifications = f"""CREATE TABLE IF NOT EXISTS {database}.notifications (
+    `key` String COMMENT 'deduplication key of the message',
+    `channel` LowCardinality(String) COMMENT 'webhook, email or syslog',
+    `status` LowCardinality(String) COMMENT 'sent, failed (retried later) or deferred (rate limit)',
+    `attempts` UInt16,
+    `error` String,
+    `payload` String,
+    `updated_at` DateTime64(3, 'UTC'),
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (key, channel)"""
+    software = f"""CREATE TABLE IF NOT EXISTS {database}.software_inventory (
+    `ip` IPv6,
+    `port` UInt16,
+    `kind` LowCardinality(String) COMMENT 'service, http_server, x_powered_by, ssh, tls, smb, software',
+    `product` String COMMENT 'as observed, e.g. OpenSSH_7.4p1 or Apache/2.4.49 (Unix)',
+    `org_unit` LowCardinality(String),
+    `asset` String,
+    `criticality` UInt8,
+    `first_seen` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    `last_seen` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    `hits` SimpleAggregateFunction(sum, UInt64)
+) ENGINE = AggregatingMergeTree
+ORDER BY (ip, port, kind, product, org_unit, asset, criticality)"""
+    feed = f"""CREATE TABLE IF NOT EXISTS {database}.cve_feed (
+    `cve_id` String,
+    `published` String,
+    `cvss` Float64,
+    `severity` LowCardinality(String),
+    `description` String,
+    `products` Array(String) COMMENT 'the CPE products named (prefilter for matching)',
+    `matches` String COMMENT 'JSON: the vulnerable CPE criteria with version ranges',
+    `kev` UInt8 COMMENT 'listed in CISA Known Exploited Vulnerabilities',
+    `kev_added` String,
+    `loaded_at` DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(loaded_at)
+ORDER BY cve_id"""
+    exclusions = f"""CREATE TABLE IF NOT EXISTS {database}.exposure_exclusions (
+    `exclusion_id` String,
+    `cve_id` String COMMENT 'empty = every CVE',
+    `scope` LowCardinality(String) COMMENT 'ip, asset, org_unit or all',
+    `value` String,
+    `kind` LowCardinality(String) COMMENT 'accepted_risk or false_positive',
+    `reason` String,
+    `owner` String,
+    `created_at` DateTime64(3, 'UTC'),
+    `expires_at` DateTime64(3, 'UTC'),
+    `revoked` UInt8,
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY exclusion_id"""
+    reports = f"""CREATE TABLE IF NOT EXISTS {database}.reports (
+    `report_id` String,
+    `period` LowCardinality(String),
+    `period_start` DateTime64(3, 'UTC'),
+    `period_end` DateTime64(3, 'UTC'),
+    `generated_at` DateTime64(3, 'UTC'),
+    `generated_by` String,
+    `html` String,
+    `pdf` String COMMENT 'base64'
+) ENGINE = ReplacingMergeTree
+ORDER BY report_id"""
+    state = f"""CREATE TABLE IF NOT EXISTS {database}.situation_state (
+    `name` String COMMENT 'e.g. inventory_watermark: how far the scheduled jobs have read',
+    `value` Int64,
+    `version` UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name"""
+    return [history, anomalies, forecasts, levels, notifications, software, feed, exclusions, reports, state]
+
+
 def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
     return [
         f"CREATE DATABASE IF NOT EXISTS {database}",
@@ -255,4 +369,5 @@ def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list
         *alert_ddl(database, retention_days),
         *incident_ddl(database),
         *api_ddl(database),
+        *situation_ddl(database),
     ]
