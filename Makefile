@@ -16,12 +16,15 @@ $(VENV)/.installed: pyproject.toml
 
 # Java and Maven run the local Kafka broker used by the integration tests; libpcap compiles the packet
 # sensor's BPF filters (through scapy) and iproute2 makes the veth pair of the live-capture test.
-# Each is installed only if missing.
+# poppler-utils (pdftoppm, pdftotext) checks the rendered bulletin PDF; fonts-wqy-zenhei gives the bulletin its
+# Chinese glyphs. Each is installed only if missing.
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
 	@{ ldconfig -p | grep -q libpcap.so && command -v ip >/dev/null; } || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcap0.8 iproute2; }
+	@{ command -v pdftoppm >/dev/null && test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc; } || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils fonts-wqy-zenhei; }
 
 demo: setup
 	rm -rf $(DEMO_HOME)

@@ -3,12 +3,13 @@
 For each org unit (and the extranet as a whole, scope '') and each metric, the hourly value is compared with
 the same hour of the same weekday in the previous `weeks` weeks (falling back to the same hour of the
 previous 7 days while less than two such weeks exist). Expected = their median; the band is
-median +- k x spread. Four samples alone estimate the spread poorly, so the spread is the largest of: their
-own MAD (x 1.4826), the series' pooled relative noise x the median (the robust scale of how far every past
-hour fell from its own seasonal median, measured out of sample over the whole history), and sqrt(median)
-(counting noise) — robust to the occasional past incident, and never zero-width on quiet series. An hour
-above the band (by at least the metric's minimum excess) is an anomaly; so is a volume metric falling below
-it (a link or a sensor going quiet).
+median +- k x spread. Four samples alone estimate the spread poorly, so the spread is the larger of their own
+MAD (x 1.4826) and sqrt(phi x median): counts and byte sums behave like (compound) Poisson processes, whose
+variance grows with the mean, and the dispersion phi is pooled over the whole history of the series (robustly:
+from how far every past hour fell from its own seasonal median, measured out of sample). A quiet night and a
+busy morning thus get bands of the right width, one past incident does not blow a band open, and no band is
+zero-width. An hour above the band (by at least the metric's minimum excess) is an anomaly; so is a volume
+metric falling below it (a link or a sensor going quiet).
 
 Anomalies are kept in `anomalies` with the expected range and become alerts (`alert_hits`, kind
 `anomaly`, rule `ganzhi.baseline.<metric>`) whose title states observed vs expected. Re-running over the
@@ -92,12 +93,12 @@ def hourly_series(store: Store, since_s: int, until_s: int) -> dict[tuple[str, s
     return series
 
 
-def expected_range(past: list[float], k: float, relative_noise: float = 0.0) -> tuple[float, float, float]:
+def expected_range(past: list[float], k: float, dispersion: float = 1.0) -> tuple[float, float, float]:
     """(median, low, high) of the band from past values of the same seasonal slot."""
     values = np.asarray(past, dtype=float)
     median = float(np.median(values))
     mad = float(np.median(np.abs(values - median)))
-    spread = max(1.4826 * mad, relative_noise * median, float(np.sqrt(median)), 1.0)
+    spread = max(1.4826 * mad, float(np.sqrt(dispersion * median)), 1.0)
     return median, max(0.0, median - k * spread), median + k * spread
 
 
@@ -112,16 +113,19 @@ def seasonal_samples(values: dict[int, float], hour_s: int, weeks: int, first_s:
     return [values.get(h, 0.0) for h in daily]
 
 
-def relative_noise(values: dict[int, float], first_s: int, until_s: int, weeks: int) -> float:
-    """1.4826 x the median |value - seasonal median| / seasonal median over every past hour with a baseline."""
-    ratios = []
-    for hour in range(first_s, until_s, HOUR_S):
+def dispersion(values: dict[int, float], first_s: int, until_s: int, weeks: int) -> float:
+    """Pooled variance-to-mean ratio of the series: (1.4826 x median |value - seasonal median| / sqrt(median))^2
+    over every past hour with a baseline (1 for a Poisson count; larger for byte sums and bursty series)."""
+    scaled = []
+    # hours with a weekly baseline only: the daily fallback mixes weekends into weekdays and would inflate phi
+    weekly_from = first_s + 2 * WEEK_H * HOUR_S
+    for hour in range(weekly_from if weekly_from < until_s else first_s, until_s, HOUR_S):
         past = seasonal_samples(values, hour, weeks, first_s)
-        if len(past) >= 3:
+        if len(past) >= 2:
             median = float(np.median(past))
             if median > 0:
-                ratios.append(abs(values.get(hour, 0.0) - median) / median)
-    return 1.4826 * float(np.median(ratios)) if ratios else 0.0
+                scaled.append(abs(values.get(hour, 0.0) - median) / np.sqrt(median))
+    return max(1.0, (1.4826 * float(np.median(scaled))) ** 2) if scaled else 1.0
 
 
 def find_anomalies(store: Store, since_s: int, until_s: int, weeks: int = 4, k: float = 4.0) -> list[Anomaly]:
@@ -134,13 +138,13 @@ def find_anomalies(store: Store, since_s: int, until_s: int, weeks: int = 4, k: 
     found = []
     for (unit, name), values in sorted(hourly_series(store, history_start, until_s).items()):
         metric = METRIC_BY_NAME[name]
-        noise = relative_noise(values, first_s, since_s, weeks)
+        phi = dispersion(values, first_s, since_s, weeks)
         for hour in range(since_s, until_s, HOUR_S):
             past = seasonal_samples(values, hour, weeks, first_s)
             if len(past) < 3:
                 continue  # no baseline yet
             observed = values.get(hour, 0.0)
-            median, low, high = expected_range(past, k, noise)
+            median, low, high = expected_range(past, k, phi)
             above = observed > high and observed - high >= metric.min_excess
             below = metric.drop_alerts and median >= DROP_MIN_EXPECTED and observed < low
             if above or below:
