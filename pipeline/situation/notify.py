@@ -228,8 +228,8 @@ class Notifier:
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
         return False, self.attempts, error
 
-    def send(self, messages: list[Message], previous_attempts: dict[tuple[str, str], int] | None = None,
-             resend: bool = False) -> Outcome:
+    def send(self, messages: list[Message], resend: bool = False) -> Outcome:
+        """Deliver on every channel what was not delivered there yet; `resend` retries deferred/failed ones."""
         outcome = Outcome()
         if not messages or not self.channels:
             return outcome
@@ -244,15 +244,16 @@ class Notifier:
                 if not self._allowed(channel.name):
                     outcome.deferred += 1
                     rows.append((message, channel.name, "deferred", tried, "rate limit"))
-                    continue
-                ok, attempts, error = self._deliver(channel, message)
-                if ok:
-                    outcome.sent += 1
-                    rows.append((message, channel.name, "sent", tried + attempts, ""))
                 else:
-                    outcome.failed += 1
-                    outcome.errors.append(error)
-                    rows.append((message, channel.name, "failed", tried + attempts, error))
+                    ok, attempts, error = self._deliver(channel, message)
+                    if ok:
+                        outcome.sent += 1
+                        rows.append((message, channel.name, "sent", tried + attempts, ""))
+                    else:
+                        outcome.failed += 1
+                        outcome.errors.append(error)
+                        rows.append((message, channel.name, "failed", tried + attempts, error))
+                state[(message.key, channel.name)] = (rows[-1][2], rows[-1][3])  # a repeat in this batch is a duplicate
         self._save(rows)
         return outcome
 
