@@ -14,6 +14,7 @@ from pipeline.schema import event_id, normalize
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "samples" / "extranet-sample.jsonl"
+INVENTORY = SAMPLE.parent / "inventory.yaml"
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -5,9 +5,11 @@ failed logins and a critical incident on the most critical server. Deterministic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from pipeline.enrich.inventory import Block, Inventory
 from pipeline.incidents.model import Incident, save_incidents
@@ -122,3 +124,12 @@ def seed_incidents(store: Store) -> int:
 def seed(store: Store) -> Seeded:
     rng = np.random.default_rng(20261116)
     return Seeded(seed_traffic(store, rng), seed_alerts(store, rng), seed_incidents(store))
+
+
+def write_inventory(path: Path) -> Path:
+    """The seed's inventory as a YAML file (what the API reads)."""
+    networks = [{k: v for k, v in {"cidr": b.cidr, "department": b.department, "street": b.street,
+                                   "asset": b.asset, "criticality": b.criticality or None, "zone": b.zone}.items() if v}
+                for b in BLOCKS]
+    path.write_text(yaml.safe_dump({"networks": networks}, allow_unicode=True), encoding="utf-8")
+    return path

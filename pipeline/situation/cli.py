@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,7 +131,9 @@ def warnings_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--j
     """Current warning level of the extranet and of every org unit with a warning."""
     rows = list(early_warning.current(open_store(ctx.obj)).values())
     for row in rows:
-        row["reasons_text"] = "; ".join(r["detail"] for r in row["reasons"][:3])
+        row["reasons_text"] = "; ".join(f"[{r['trigger']}] {r['detail']}" for r in row["reasons"][:3])
+        if not as_json:
+            row["since"] = datetime.fromtimestamp(row["since"] / 1000, UTC)
     _table(rows, ["scope", "level", "level_name", "since"] + (["reasons"] if as_json else ["reasons_text"]), as_json)
 
 
@@ -142,6 +145,8 @@ def warnings_history(
 ) -> None:
     """Every level change since a time."""
     rows = early_warning.history(open_store(ctx.obj), _ms(since))
+    for row in rows if not as_json else ():
+        row["at"] = datetime.fromtimestamp(row["at"] / 1000, UTC)
     _table(rows, ["at", "scope", "previous", "level", "level_name"] + (["reasons"] if as_json else []), as_json)
 
 

@@ -262,7 +262,7 @@ PARTITION BY toYYYYMM(at)
 ORDER BY (scope_kind, scope, at)"""
     anomalies = f"""CREATE TABLE IF NOT EXISTS {database}.anomalies (
     `anomaly_id` String,
-    `hour` DateTime('UTC'),
+    `hour` DateTime64(3, 'UTC'),
     `org_unit` String COMMENT 'empty = the whole extranet',
     `metric` LowCardinality(String),
     `observed` Float64,
@@ -276,7 +276,7 @@ ORDER BY anomaly_id"""
     forecasts = f"""CREATE TABLE IF NOT EXISTS {database}.forecasts (
     `made_at` DateTime64(3, 'UTC'),
     `series` String COMMENT 'e.g. index:extranet, alerts:民政局',
-    `ts` DateTime('UTC'),
+    `ts` DateTime64(3, 'UTC'),
     `mean` Float64, `low` Float64, `high` Float64,
     `model` String,
     `error` String COMMENT 'JSON: error on held-back history (MAPE, sMAPE, MAE, seasonal-naive MAE)'

@@ -47,6 +47,21 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/org-units/{path}"): EVERYONE,
     ("GET", "/api/v1/assets"): EVERYONE,
     ("GET", "/api/v1/assets/{name}"): EVERYONE,
+    ("GET", "/api/v1/situation"): EVERYONE,
+    ("GET", "/api/v1/situation/history"): EVERYONE,
+    ("GET", "/api/v1/situation/forecast"): EVERYONE,
+    ("GET", "/api/v1/situation/anomalies"): EVERYONE,
+    ("GET", "/api/v1/warnings"): EVERYONE,
+    ("GET", "/api/v1/warnings/history"): EVERYONE,
+    ("GET", "/api/v1/exposures"): EVERYONE,
+    ("GET", "/api/v1/exposures/inventory"): EVERYONE,
+    ("GET", "/api/v1/exposures/exclusions"): EVERYONE,
+    ("POST", "/api/v1/exposures/exclusions"): {W},
+    ("DELETE", "/api/v1/exposures/exclusions/{exclusion_id}"): {W},
+    ("POST", "/api/v1/reports"): {W, A},
+    ("GET", "/api/v1/reports"): {W, A},
+    ("GET", "/api/v1/reports/{report_id}/pdf"): {W, A},
+    ("GET", "/api/v1/reports/{report_id}/html"): {W, A},
     ("GET", "/api/v1/users"): {ADM},
     ("POST", "/api/v1/users"): {ADM},
     ("POST", "/api/v1/users/{name}/disable"): {ADM},
@@ -84,7 +99,8 @@ def test_every_route_has_a_policy_and_it_is_enforced(api) -> None:  # type: igno
     incident = _incident_id(api)
     alert = api.get("resp", "/api/v1/alerts").json()["items"][0]["alert_id"]
     fill = {"{incident_id}": incident, "{alert_id}": alert, "{rule_id}": "no-such-rule", "{job_id}": "nojob",
-            "{path}": DEPT_A, "{name}": "nobody", "{token_id}": "0000000000000000"}
+            "{path}": DEPT_A, "{name}": "nobody", "{token_id}": "0000000000000000", "{exclusion_id}": "x-none",
+            "{report_id}": "rep-none"}
     for (method, template), allowed in sorted(POLICY.items()):
         path = template
         for key, value in fill.items():

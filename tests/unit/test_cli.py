@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SAMPLE
+from tests.conftest import INVENTORY, SAMPLE
 
 
 def ganzhi(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,3 +120,31 @@ def test_sensor_tail_embedded_stores_and_detects(tmp_path: Path) -> None:
     assert alerts.strip(), "the SSH brute-force rules should fire on 12 failures in 12 s"
     bad = ganzhi(tmp_path, "sensor", "tail", str(log), "--format", "nope", check=False)
     assert bad.returncode == 2 and "unknown log format" in bad.stderr
+
+
+def test_situation_warnings_exposures_and_bulletin_commands(tmp_path: Path) -> None:
+    inventory, feed = ("--inventory", str(INVENTORY)), Path(__file__).resolve().parents[1] / "data" / "cve"
+    ganzhi(tmp_path, *inventory, "ingest", str(SAMPLE))
+    update = ganzhi(tmp_path, *inventory, "situation", "update", "--no-notify").stdout
+    assert "situation index" in update and "extranet warning now" in update
+    scores = [orjson.loads(line) for line in ganzhi(tmp_path, *inventory, "situation", "show", "--json").stdout
+              .splitlines()]
+    extranet = next(s for s in scores if s["scope_kind"] == "extranet")
+    assert extranet["score"] > 0 and extranet["factors"][0]["kind"] == "incident"
+    levels = [orjson.loads(line) for line in ganzhi(tmp_path, "warnings", "list", "--json").stdout.splitlines()]
+    assert {w["scope"] for w in levels} >= {"extranet"} and all(1 <= w["level"] <= 4 for w in levels)
+    loaded = ganzhi(tmp_path, "exposures", "load-feed", str(feed / "nvdcve-2.0-synthetic.json"), "--kev",
+                    str(feed / "kev-synthetic.json")).stdout
+    assert "8 CVE(s)" in loaded and "2 known exploited" in loaded
+    bad = ganzhi(tmp_path, "exposures", "load-feed", str(SAMPLE), check=False)
+    assert bad.returncode == 2 and "nvd.nist.gov" in bad.stderr
+    assert ganzhi(tmp_path, "exposures", "exclude", "--reason", "", "--value", "10.0.0.1", check=False).returncode == 2
+    out = tmp_path / "reports"
+    ganzhi(tmp_path, *inventory, "report", "--period", "week", "--out", str(out))
+    pdf, html = next(out.glob("*.pdf")), next(out.glob("*.html"))
+    assert pdf.read_bytes().startswith(b"%PDF") and "态势通报" in html.read_text(encoding="utf-8")
+    assert ganzhi(tmp_path, "report", "--period", "year", check=False).returncode == 2
+    broken = tmp_path / "w.yaml"
+    broken.write_text("triggers: [{id: a, level: 9, kind: index, scope: extranet, at_least: 1}]")
+    checked = ganzhi(tmp_path, "warnings", "check", str(broken), check=False)
+    assert checked.returncode == 2 and "level must be 1" in checked.stderr

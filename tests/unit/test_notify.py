@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 from email import policy
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ class Webhook:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests += 1
                 if receiver.requests <= receiver.fail:
@@ -73,7 +73,7 @@ def smtp() -> Iterator[tuple[int, list[bytes]]]:
     received: list[bytes] = []
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's API
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             received.append(envelope.original_content or envelope.content)
             return "250 OK"
 
