@@ -41,6 +41,9 @@ demo: setup
 	   countIf(notEmpty(ioc_ids)) AS ioc_hits FROM events WHERE dst_org_unit != '' GROUP BY 1, 2 ORDER BY 4 DESC"
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi deadletters
 	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi incidents list
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi --inventory deploy/samples/inventory.yaml situation update --no-notify
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi situation show
+	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi warnings list
 
 test: setup system-deps
 	$(BIN)/ruff check .
