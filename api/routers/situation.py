@@ -15,7 +15,7 @@ from api import schemas
 from api.deps import ApiState, App, Exporter, Reader, Worker, audit_detail, network_wide
 from api.principal import Principal
 from api.query import ip_text
-from pipeline.situation import assess, early_warning, exposure, forecast, report
+from pipeline.situation import assess, early_warning, elements, exposure, forecast, report
 
 router = APIRouter(tags=["situation"])
 DAY_MS = 86_400_000
@@ -51,6 +51,18 @@ def _check_scope(principal: Principal, scope: str) -> None:
                                  f"{principal.org_unit}")
     if scope and not principal.sees_unit(scope):
         raise HTTPException(404, f"no org unit {scope!r} in your scope")
+
+
+@router.get("/situation/elements", summary="Situation elements: assets, threats (kind, ATT&CK tactic, source), "
+            "incidents, vulnerabilities, traffic vs a week earlier")
+def situation_elements(app: App, principal: Reader, days: int = Query(1, ge=1, le=7),
+                       org_unit: str = Query("", max_length=300, description="narrow to this unit and below")
+                       ) -> dict[str, Any]:
+    unit = org_unit.strip("/") or principal.org_unit
+    if unit and not principal.sees_unit(unit):
+        raise HTTPException(404, f"no org unit {unit!r} in your scope")
+    now = _now()
+    return elements.elements(app.store, now - days * DAY_MS, now, unit, app.inventory())
 
 
 @router.get("/situation/history", response_model=list[schemas.HistoryPoint])

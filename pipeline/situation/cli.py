@@ -15,7 +15,7 @@ from rich.console import Console
 
 from pipeline.config import Settings, UsageProblem
 from pipeline.enrich.inventory import Inventory
-from pipeline.situation import assess, cycle, early_warning, exposure, forecast, notify, report
+from pipeline.situation import assess, cycle, early_warning, elements, exposure, forecast, notify, report
 from pipeline.store import QueryResult, open_store
 
 situation_app = typer.Typer(help="Situation assessment: risk, situation index, baselines, forecasts.",
@@ -88,6 +88,20 @@ def show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = 
     for row in rows:
         row["top_factors"] = "; ".join(f"{f['title']} (+{f['contribution']})" for f in row["factors"][:3])
     _table(rows, ["scope_kind", "scope", "score", "band"] + (["factors"] if as_json else ["top_factors"]), as_json)
+
+
+@situation_app.command("elements")
+def elements_cmd(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="window start: duration ago (24h) or ISO time (at most 7 days)")] = "24h",
+    org_unit: Annotated[str, typer.Option(help="only this org unit and below")] = "",
+) -> None:
+    """Situation elements: assets seen, threats by kind / ATT&CK tactic / source, incidents, vulnerabilities,
+    traffic against the same window a week earlier (JSON)."""
+    settings = ctx.obj
+    now = int(time.time() * 1000)
+    found = elements.elements(open_store(settings), _ms(since), now, org_unit, _inventory(settings))
+    console.print_json(orjson.dumps(found).decode())
 
 
 @situation_app.command("backfill")

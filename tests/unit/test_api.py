@@ -48,6 +48,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/assets"): EVERYONE,
     ("GET", "/api/v1/assets/{name}"): EVERYONE,
     ("GET", "/api/v1/situation"): EVERYONE,
+    ("GET", "/api/v1/situation/elements"): EVERYONE,
     ("GET", "/api/v1/situation/history"): EVERYONE,
     ("GET", "/api/v1/situation/forecast"): EVERYONE,
     ("GET", "/api/v1/situation/anomalies"): EVERYONE,

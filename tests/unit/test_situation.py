@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.incidents.model import get_incident, save_incidents
-from pipeline.situation import assess, baseline, cycle, early_warning, exposure, forecast, report
+from pipeline.situation import assess, baseline, cycle, early_warning, elements, exposure, forecast, report
+from pipeline.store.ddl import ALERT_HIT_KINDS
 from pipeline.store.embedded import EmbeddedStore
 from tests import situation_support as seed
 from tests.conftest import SHARED_DATA
@@ -325,3 +326,31 @@ def test_bulletin_renders_html_and_pdf_with_every_section(world, tmp_path: Path)
     assert day.data["start_ms"] == seed.END_MS - 24 * HOUR_MS and day.data["incident_count"] == 2
     with pytest.raises(report.ReportError, match="period"):
         report.gather(store, "year", seed.END_MS)
+
+
+def test_elements_name_assets_threats_vulnerabilities_and_traffic(changing) -> None:  # type: ignore[no-untyped-def]
+    store = changing
+    cycle.run_cycle(store, seed.END_MS, seed.INVENTORY)
+    store.insert_columns("alert_hits", {
+        "alert_id": ["tactic-1"], "rule_id": ["r-brute"], "rule_title": ["brute force"], "level": ["high"],
+        "tags": [["attack.credential-access", "attack.t1110"]], "kind": ["rule"], "ruleset_version": ["x"],
+        "entity": ["src_ip=10.66.6.6"], "window_start": [seed.SPIKE_MS], "event_id": ["e1"],
+        "event_ts": [seed.SPIKE_MS], "src_ip": ["10.66.6.6"], "dst_ip": ["10.20.3.15"], "host_name": [""],
+        "user_name": [""], "src_org_unit": [""], "dst_org_unit": [seed.UNIT_A], "src_asset": [""],
+        "dst_asset": [""], "suppression_id": [""]}, ALERT_HIT_KINDS)
+    day = elements.elements(store, seed.END_MS - 24 * HOUR_MS, seed.END_MS, "", seed.INVENTORY)
+    assert {a["org_unit"] for a in day["assets"]} == {seed.UNIT_A, seed.UNIT_B}
+    portal = next(a for a in day["assets"] if a["org_unit"] == seed.UNIT_B)
+    assert "Apache/2.4.49 (Unix) OpenSSL/1.1.1k" in portal["software"] and portal["services"] == 1
+    assert day["threats"]["by_tactic"] == {"discovery": day["threats"]["by_kind"]["rule"] - 1, "credential_access": 1}
+    assert day["threats"]["by_kind"]["anomaly"] == 2
+    assert day["threats"]["top_sources"][0]["source"] == "10.66.6.6"
+    assert day["vulnerabilities"] == {"exposures": 4, "known_exploited": 1, "addresses": 2,
+                                      "by_severity": {"high": 2, "critical": 2}}
+    traffic = {t["org_unit"]: t for t in day["traffic"]}
+    assert traffic[seed.UNIT_A]["failed_logins"]["now"] > 5 * traffic[seed.UNIT_A]["failed_logins"]["week_before"]
+    assert 0.5 < traffic[seed.UNIT_B]["connections"]["now"] / traffic[seed.UNIT_B]["connections"]["week_before"] < 2
+    mine = elements.elements(store, seed.END_MS - 24 * HOUR_MS, seed.END_MS, "民政局", seed.INVENTORY)
+    assert [a["org_unit"] for a in mine["assets"]] == [seed.UNIT_A] and mine["vulnerabilities"]["exposures"] == 1
+    assert {t["org_unit"] for t in mine["traffic"]} == {seed.UNIT_A}
+    assert [i["severity"] for i in mine["incidents"]] == ["high"]

@@ -135,3 +135,13 @@ def test_bulletins_are_rendered_downloaded_and_audited(api: Seeded) -> None:
     actions = {(a["actor"], a["action"]) for a in items}
     assert {("resp", "POST /api/v1/reports"), ("aud", "GET /api/v1/reports/{report_id}/pdf"),
             ("resp", "GET /api/v1/reports/{report_id}/html")} <= actions
+
+
+def test_elements_are_scoped(api: Seeded) -> None:
+    # the seed's world ended on 2026-11-16; ask with a window reaching back to it
+    wide = api.get("op", "/api/v1/situation/elements", params={"days": 7}).json()
+    mine = api.get("op_b", "/api/v1/situation/elements", params={"days": 7}).json()
+    assert mine["org_unit"] == seed.UNIT_B and {a["org_unit"] for a in mine["assets"]} <= {seed.UNIT_B}
+    assert set(wide) == set(mine) >= {"assets", "threats", "incidents", "vulnerabilities", "traffic"}
+    assert api.get("op_b", "/api/v1/situation/elements", params={"org_unit": "民政局"}).status_code == 404
+    assert api.get("op", "/api/v1/situation/elements", params={"days": 8}).status_code == 422
