@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.enrich.inventory import Inventory
 from pipeline.incidents.model import CLOSED, load_incidents
-from pipeline.situation import assess, early_warning, exposure, forecast
+from pipeline.situation import assess, early_warning, elements, exposure, forecast
 from pipeline.store.base import Store
 
 HOUR_MS = 3_600_000
@@ -99,6 +99,7 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
         "units": [{"org_unit": u, "alerts": a, "rules": r} for u, a, r in units],
         "rules": [{"rule_id": r, "title": t, "level": lv, "alerts": a} for r, t, lv, a in rules],
         "exposures": exposure.exposures(store, end_ms, inventory)[:20],
+        "tactics": elements.elements(store, start_ms, end_ms, "", inventory)["threats"]["by_tactic"],
         "anomalies": _anomalies(store, start_ms, end_ms),
     }
 
@@ -214,6 +215,7 @@ def tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]
         "anomalies": (["时间 Hour", "单位 Org unit", "指标 Metric", "观测 Observed", "预期 Expected range"],
                       [[_fmt(a["hour_ms"]), a["org_unit"] or "extranet", a["metric"], f"{a['observed']:,.0f}",
                         f"{a['low']:,.0f} - {a['high']:,.0f}"] for a in data["anomalies"]]),
+        "tactics": (["ATT&CK 战术 Tactic", "告警 Alerts"], [[t, str(n)] for t, n in data["tactics"].items()]),
         "rules": (["规则 Rule", "级别 Level", "告警 Alerts"],
                   [[f"{r['title'][:50]} ({r['rule_id'][:20]})", r["level"], str(r["alerts"])] for r in data["rules"]]),
     }
@@ -255,7 +257,7 @@ def render_html(data: dict[str, Any], images: dict[str, bytes], t: dict[str, Any
         (SECTIONS[4], img("units") + _html_table(*t["units"])),
         (SECTIONS[5], _html_table(*t["exposures"])),
         (SECTIONS[6], _html_table(*t["anomalies"])),
-        (SECTIONS[7], img("rules") + _html_table(*t["rules"])),
+        (SECTIONS[7], img("rules") + _html_table(*t["rules"]) + _html_table(*t["tactics"])),
     ]
     body = "".join(f"<section><h2>{i}. {html.escape(title)}</h2>{content}</section>"
                    for i, (title, content) in enumerate(blocks, 1))
@@ -328,7 +330,7 @@ def render_pdf(data: dict[str, Any], images: dict[str, bytes], t: dict[str, Any]
         Paragraph(f"5. {SECTIONS[4]}", h2), image("units"), table(*t["units"]),
         Paragraph(f"6. {SECTIONS[5]}", h2), table(*t["exposures"]),
         Paragraph(f"7. {SECTIONS[6]}", h2), table(*t["anomalies"]),
-        Paragraph(f"8. {SECTIONS[7]}", h2), image("rules"), table(*t["rules"]),
+        Paragraph(f"8. {SECTIONS[7]}", h2), image("rules"), table(*t["rules"]), Spacer(1, 4), table(*t["tactics"]),
     ]
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,

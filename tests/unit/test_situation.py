@@ -316,7 +316,8 @@ def test_bulletin_renders_html_and_pdf_with_every_section(world, tmp_path: Path)
     for section in report.SECTIONS:
         assert section.split(" ")[0] in text, f"section {section} missing from the PDF"
         assert section in bulletin.html
-    for expected in ("II 重大", "CVE-2021-41773", "卫健门户网站", seed.UNIT_A, "seeded incident 5", "ETS(A,N,A)"):
+    for expected in ("II 重大", "CVE-2021-41773", "卫健门户网站", seed.UNIT_A, "seeded incident 5", "ETS(A,N,A)",
+                     "discovery"):
         assert expected in text, expected
     subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page-*.png"))
