@@ -78,7 +78,9 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
         f"ARRAY JOIN arrayDistinct(arrayFilter(u -> u != '', [src_org_unit, dst_org_unit])) AS unit WHERE {window} "
         "GROUP BY unit ORDER BY alerts DESC, unit LIMIT 10", params).rows
     rules = store.query(
-        f"SELECT rule_id, any(rule_title), any(level), uniqExact(alert_id) AS alerts FROM alert_hits WHERE {window} "
+        # an anomaly's title is about its hour; the rule is the baseline of a metric
+        "SELECT rule_id, if(any(kind) = 'anomaly', concat('traffic baseline: ', substring(rule_id, 17)), "
+        f"any(rule_title)), any(level), uniqExact(alert_id) AS alerts FROM alert_hits WHERE {window} "
         "GROUP BY rule_id ORDER BY alerts DESC, rule_id LIMIT 10", params).rows
     index_points = forecast.index_series(store, start_ms // 1000, end_ms // 1000)
     alert_points = forecast.alert_series(store, start_ms // 1000, end_ms // 1000)
