@@ -15,7 +15,7 @@ from api import schemas
 from api.deps import ApiState, App, Exporter, Reader, Worker, audit_detail, network_wide
 from api.principal import Principal
 from api.query import ip_text
-from pipeline.situation import assess, early_warning, elements, exposure, forecast, report
+from pipeline.situation import assess, baseline, early_warning, elements, exposure, forecast, report
 
 router = APIRouter(tags=["situation"])
 DAY_MS = 86_400_000
@@ -91,11 +91,7 @@ def situation_forecast(app: App, principal: Reader,
 @router.get("/situation/anomalies", response_model=list[schemas.AnomalyOut])
 def situation_anomalies(app: App, principal: Reader, days: int = Query(7, ge=1, le=400)) -> list[dict[str, Any]]:
     now = _now()
-    result = app.store.query(
-        "SELECT anomaly_id, toUnixTimestamp(hour) * 1000 AS hour_ms, org_unit, metric, observed, expected, low, high "
-        "FROM anomalies FINAL WHERE hour >= toDateTime(intDiv({since:Int64}, 1000), 'UTC') "
-        "ORDER BY hour DESC, org_unit, metric LIMIT 1000", {"since": now - days * DAY_MS})
-    return [a for a in result.dicts()
+    return [a for a in baseline.stored_anomalies(app.store, now - days * DAY_MS, now + DAY_MS, limit=1000)
             if (principal.sees_unit(a["org_unit"]) if a["org_unit"] else not principal.org_unit)]
 
 

@@ -31,6 +31,7 @@ import orjson
 
 from pipeline.enrich.inventory import Block
 from pipeline.incidents.model import CLOSED, Incident, load_incidents
+from pipeline.situation.baseline import stored_anomalies
 from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store
 
 MODEL = "v1"
@@ -184,22 +185,13 @@ def open_at(incidents: list[Incident], at_ms: int) -> list[Incident]:
             if i.first_seen <= at_ms and not (i.status in CLOSED and i.updated_at <= at_ms)]
 
 
-def anomalies_between(store: Store, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
-    result = store.query(
-        "SELECT anomaly_id, toUnixTimestamp(hour) * 1000 AS hour_ms, org_unit, metric, observed, high "
-        "FROM anomalies FINAL WHERE hour >= toDateTime(intDiv({since:Int64}, 1000), 'UTC') "
-        "AND hour < toDateTime(intDiv({until:Int64}, 1000), 'UTC') ORDER BY anomaly_id",
-        {"since": since_ms, "until": until_ms})
-    return result.dicts()
-
-
 def assess(store: Store, book: AssetBook, at_ms: int, exposures: list[dict[str, Any]] | None = None,
            incidents: list[Incident] | None = None, anomalies: list[dict[str, Any]] | None = None) -> list[Score]:
     """Scores at `at_ms` (pass pre-read incidents/anomalies to assess many moments with one read)."""
     if incidents is None:
         incidents = incidents_until(store, at_ms)
     if anomalies is None:
-        anomalies = anomalies_between(store, at_ms - 24 * HOUR_MS, at_ms)
+        anomalies = stored_anomalies(store, at_ms - 24 * HOUR_MS, at_ms)
     threats = [incident_threat(i, at_ms, book) for i in open_at(incidents, at_ms)]
     threats += exposure_threats([e for e in exposures or () if e.get("first_seen_ms", 0) <= at_ms], book)
     threats += [anomaly_threat(a, at_ms) for a in anomalies
@@ -227,7 +219,7 @@ def backfill(store: Store, book: AssetBook, since_ms: int, until_ms: int,
              exposures: list[dict[str, Any]] | None = None, step_ms: int = HOUR_MS) -> int:
     """Hourly snapshots over a past range (reads incidents and anomalies once). Returns how many moments."""
     incidents = incidents_until(store, until_ms)
-    anomalies = anomalies_between(store, since_ms - 24 * HOUR_MS, until_ms)
+    anomalies = stored_anomalies(store, since_ms - 24 * HOUR_MS, until_ms)
     moments = range(since_ms - since_ms % step_ms + step_ms, until_ms + 1, step_ms)
     for start in range(0, len(moments), 500):
         save_scores(store, [(at, assess(store, book, at, exposures, incidents, anomalies))

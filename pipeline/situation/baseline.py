@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -174,3 +175,13 @@ def save_anomalies(store: Store, anomalies: list[Anomaly], detected_ms: int) -> 
         "event_ts": [a.hour_s * 1000 for a in anomalies],
         "src_org_unit": [a.org_unit for a in anomalies], "dst_org_unit": [a.org_unit for a in anomalies]}
     store.insert_columns("alert_hits", hits, ALERT_HIT_KINDS)
+
+
+def stored_anomalies(store: Store, since_ms: int, until_ms: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Anomalies of the hours starting in [since, until), newest first."""
+    result = store.query(
+        "SELECT anomaly_id, toUnixTimestamp(hour) * 1000 AS hour_ms, org_unit, metric, observed, expected, low, high "
+        "FROM anomalies FINAL WHERE hour >= fromUnixTimestamp64Milli({since:Int64}) "
+        "AND hour < fromUnixTimestamp64Milli({until:Int64}) ORDER BY hour DESC, org_unit, metric LIMIT {limit:UInt32}",
+        {"since": since_ms, "until": until_ms, "limit": limit})
+    return result.dicts()

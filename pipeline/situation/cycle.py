@@ -83,7 +83,7 @@ def run_cycle(store: Store, at_ms: int | None = None, inventory: Inventory | Non
     ctx = early_warning.Context(
         at_ms=at_ms, scores=[{"scope_kind": s.scope_kind, "scope": s.scope, "score": s.score} for s in scores],
         incidents=open_incidents, exposures=exposures, forecasts=forecast.latest_forecasts(store),
-        anomalies=assess.anomalies_between(store, at_ms - 7 * 24 * HOUR_MS, at_ms),
+        anomalies=baseline.stored_anomalies(store, at_ms - 7 * 24 * HOUR_MS, at_ms),
         rule_departments=early_warning.rule_departments(store, at_ms - 24 * HOUR_MS, at_ms))
     firings = early_warning.evaluate(triggers, ctx)
     changes = early_warning.record(store, at_ms, firings)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.enrich.inventory import Inventory
 from pipeline.incidents.model import CLOSED, load_incidents
-from pipeline.situation import assess, early_warning, elements, exposure, forecast
+from pipeline.situation import assess, baseline, early_warning, elements, exposure, forecast
 from pipeline.store.base import Store
 
 HOUR_MS = 3_600_000
@@ -102,7 +102,7 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
         "rules": [{"rule_id": r, "title": t, "level": lv, "alerts": a} for r, t, lv, a in rules],
         "exposures": exposure.exposures(store, end_ms, inventory)[:20],
         "tactics": elements.elements(store, start_ms, end_ms, "", inventory)["threats"]["by_tactic"],
-        "anomalies": _anomalies(store, start_ms, end_ms),
+        "anomalies": baseline.stored_anomalies(store, start_ms, end_ms, limit=20),
     }
 
 
@@ -221,15 +221,6 @@ def tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]
         "rules": (["规则 Rule", "级别 Level", "告警 Alerts"],
                   [[f"{r['title'][:50]} ({r['rule_id'][:20]})", r["level"], str(r["alerts"])] for r in data["rules"]]),
     }
-
-
-def _anomalies(store: Store, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-    result = store.query(
-        "SELECT toUnixTimestamp(hour) * 1000 AS hour_ms, org_unit, metric, observed, expected, low, high "
-        "FROM anomalies FINAL WHERE hour >= toDateTime(intDiv({since:Int64}, 1000), 'UTC') "
-        "AND hour < toDateTime(intDiv({until:Int64}, 1000), 'UTC') ORDER BY hour DESC, org_unit, metric LIMIT 20",
-        {"since": start_ms, "until": end_ms})
-    return result.dicts()
 
 
 # -- HTML ---------------------------------------------------------------------------------------------------
