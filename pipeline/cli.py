@@ -6,8 +6,10 @@ in-process bus. `--kafka` / `--clickhouse` (or GANZHI_KAFKA / GANZHI_CLICKHOUSE)
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -158,14 +160,22 @@ def writer(
         console.print(f"enrichment: {enricher.describe()}")
     w = Writer(bus, store, group=group, max_batch_messages=max_batch_messages, linger_s=linger, on_batch=live,
                enricher=enricher, instance_id=instance_id)
-    if metrics_port is not None:
-        from pipeline.metrics import WriterMetrics
+    from pipeline.metrics import StatsRecorder, WriterMetrics
 
+    recorder = StatsRecorder(w, store, instance_id or f"{socket.gethostname()}:{os.getpid()}")
+    w.on_tick = recorder.tick  # counters and lag into writer_stats (the pipeline-health dashboard)
+    if metrics_port is not None:
         metrics = WriterMetrics(w)
-        w.on_flush, w.on_tick = metrics.observe_batch, metrics.refresh_lag
+
+        def tick(writer: Any) -> None:
+            metrics.refresh_lag(writer)
+            recorder.tick(writer)
+
+        w.on_flush, w.on_tick = metrics.observe_batch, tick
         metrics.serve(metrics_port, metrics_address)
         console.print(f"metrics: http://{metrics_address}:{metrics_port}/metrics")
     stats = w.run(stop)
+    recorder.tick(force=True)  # the final counters
     if live is not None:
         console.print(f"detection: {live.stats}")
     bus.close()

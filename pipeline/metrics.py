@@ -7,21 +7,25 @@ loop (a Kafka consumer is not thread-safe, so the scrape thread never touches it
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.bus.base import TopicPartition
+from pipeline.store.base import Store, StoreError
 
 if TYPE_CHECKING:
     from pipeline.writer import Writer
 
 LAG_REFRESH_S = 5.0
+STATS_INTERVAL_S = 15.0
+log = logging.getLogger(__name__)
 _COUNTERS = (
     ("messages", "Kafka messages consumed"),
     ("events_written", "events inserted into ClickHouse"),
@@ -33,6 +37,10 @@ _COUNTERS = (
     ("commits_rejected", "commits refused after a group rebalance"),
 )
 _STAGES = ("decode", "enrich", "insert", "detect", "commit")
+_RECORDED = ("messages", "events_written", "dead_letters", "duplicates_dropped", "batches", "store_retries",
+             "bus_retries", "insert_seconds", "last_insert_seconds")
+_RECORDED_KINDS = {"ts": "ts", "instance": "str", "group": "str", "lag": "u64", "insert_seconds": "f64",
+                   "last_insert_seconds": "f64", **{n: "u64" for n in _RECORDED[:7]}}
 
 
 class WriterMetrics(Collector):
@@ -98,3 +106,30 @@ class WriterMetrics(Collector):
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         start_http_server(port, addr=address, registry=self.registry)
+
+
+class StatsRecorder:
+    """Writes the writer's counters and consumer lag to `writer_stats` every `interval_s` (Writer.on_tick hook),
+    so Grafana's pipeline-health dashboard reads them from ClickHouse like everything else. Best effort: a
+    failed write is skipped, never fails a batch."""
+
+    def __init__(self, writer: Writer, store: Store, instance: str, interval_s: float = STATS_INTERVAL_S):
+        self.writer, self.store, self.instance, self.interval_s = writer, store, instance, interval_s
+        self._last = 0.0
+
+    def tick(self, writer: Writer | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s and not force:
+            return
+        self._last = now
+        try:
+            lag = sum(self.writer.lag().values())
+        except Exception:  # lag is best effort (see WriterMetrics.refresh_lag)
+            lag = 0
+        s = self.writer.stats
+        row: dict[str, Any] = {"ts": int(time.time() * 1000), "instance": self.instance, "group": self.writer.group,
+                               **{name: getattr(s, name) for name in _RECORDED}, "lag": lag}
+        try:
+            self.store.insert_columns("writer_stats", {k: [v] for k, v in row.items()}, _RECORDED_KINDS)
+        except StoreError as exc:
+            log.warning("writer_stats not recorded: %s", exc)

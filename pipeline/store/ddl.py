@@ -361,6 +361,24 @@ ORDER BY name"""
     return [history, anomalies, forecasts, levels, notifications, software, feed, exclusions, reports, state]
 
 
+def ops_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
+    """Writers' own counters, a row per writer every few seconds: what the pipeline-health dashboard reads
+    (consumer lag and insert latency are not visible in the events themselves)."""
+    return [f"""CREATE TABLE IF NOT EXISTS {database}.writer_stats (
+    `ts` DateTime64(3, 'UTC'),
+    `instance` String COMMENT 'writer instance (static member id or host:pid)',
+    `group` String,
+    `messages` UInt64, `events_written` UInt64, `dead_letters` UInt64, `duplicates_dropped` UInt64,
+    `batches` UInt64, `store_retries` UInt64, `bus_retries` UInt64 COMMENT 'cumulative since the writer started',
+    `insert_seconds` Float64 COMMENT 'cumulative time in ClickHouse inserts',
+    `last_insert_seconds` Float64,
+    `lag` UInt64 COMMENT 'messages not yet consumed, summed over its partitions'
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (instance, ts)
+{_retention("ts", retention_days)}"""]
+
+
 def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
     return [
         f"CREATE DATABASE IF NOT EXISTS {database}",
@@ -370,4 +388,5 @@ def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list
         *incident_ddl(database),
         *api_ddl(database),
         *situation_ddl(database),
+        *ops_ddl(database, retention_days),
     ]

@@ -56,5 +56,10 @@ def test_cli_against_kafka_and_clickhouse(kafka_bootstrap, clickhouse_server, un
     assert writer.returncode == 0, stderr
     assert "writer stopped" in stdout
     assert count() == 400
+    recorded = subprocess.run([*cli, "query", "--json", "SELECT max(events_written) AS n, max(batches) AS b, "
+                               "count() AS rows FROM writer_stats"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    stats = orjson.loads(recorded.stdout)
+    assert stats["n"] == 400 and stats["b"] >= 1 and stats["rows"] >= 2  # at start, every 15 s, at the end
     info = subprocess.run([*cli, "info"], env=env, capture_output=True, text=True, timeout=60)
     assert "ClickHouse server 26." in info.stdout and "Kafka 4.1" in info.stdout

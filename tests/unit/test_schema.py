@@ -133,4 +133,4 @@ def test_ddl_has_every_schema_field_once() -> None:
                       "x.incidents", "x.incident_alerts", "x.incident_timeline", "x.api_users", "x.api_tokens",
                       "x.audit_log", "x.rule_state", "x.replay_jobs", "x.situation_history", "x.anomalies",
                       "x.forecasts", "x.warning_levels", "x.notifications", "x.software_inventory", "x.cve_feed",
-                      "x.exposure_exclusions", "x.reports", "x.situation_state"]
+                      "x.exposure_exclusions", "x.reports", "x.situation_state", "x.writer_stats"]
