@@ -1,1 +1,2 @@
-"""Grafana dashboards as code and their provisioning. Not built yet: see issue 9."""
+"""Grafana dashboards as code (model.py, definitions.py), rendered to `generated/` and provisioned through the
+Grafana HTTP API (provision.py) or Grafana's file provisioning (`provisioning/`)."""
