@@ -35,8 +35,8 @@ def _telemetry(store: Any, now_ms: int) -> None:
                                        "events_written": "u64", "dead_letters": "u64", "duplicates_dropped": "u64",
                                        "batches": "u64", "store_retries": "u64", "bus_retries": "u64",
                                        "insert_seconds": "f64", "last_insert_seconds": "f64", "lag": "u64"})
-    store.insert_events([health_event("edge-1", "packet", {"packets": 1000 * i, "drops": 3 * i}, seed.END_MS - i * 600_000)
-                         for i in range(4)])
+    store.insert_events([health_event("edge-1", "packet", {"packets": 1000 * i, "drops": 3 * i},
+                                      seed.END_MS - i * 600_000) for i in range(4)])
     store.insert_events([normalize({"ts": seed.END_MS - 5 * 60_000, "event_id": f"tls-{v}", "sensor": "edge-1",
                                     "source_type": "zeek_ssl", "event_category": "tls", "tls_version": v,
                                     "src_ip": "10.20.3.99", "dst_ip": "10.30.0.10", "dst_port": 443,
