@@ -39,7 +39,7 @@ def test_dashboards_are_well_formed() -> None:
         for panel in doc["panels"]:
             assert panel["datasource"] == DATASOURCE and panel["targets"], panel["title"]
             grid = panel["gridPos"]
-            assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
             for target in panel["targets"]:
                 used = set(re.findall(r"\$\{(\w+):sqlstring\}", target["rawSql"]))
                 assert used <= variables, f"{panel['title']} uses undeclared {used - variables}"
@@ -95,7 +95,7 @@ class FakeGrafana:
                 status, answer = fake.route(self.command, self.path, body)
                 self._answer(status, answer)
 
-            do_GET = do_POST = do_PUT = _handle  # noqa: N815 - http.server's naming
+            do_GET = do_POST = do_PUT = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass
