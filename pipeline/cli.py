@@ -30,7 +30,7 @@ from pipeline.enrich import open_enricher
 from pipeline.ingest import IngestReport, ingest_file
 from pipeline.schema import FIELDS
 from pipeline.store import QueryResult, StoreError, open_store
-from pipeline.store.ddl import all_ddl
+from pipeline.store.ddl import all_ddl, cluster_ddl
 from pipeline.writer import Writer
 from sensors.cli import sensor_app
 
@@ -336,11 +336,17 @@ def pipeline_status(
 def schema(
     ddl: Annotated[bool, typer.Option("--ddl", help="print the ClickHouse DDL instead of the field list")] = False,
     database: Annotated[str, typer.Option(help="database name for --ddl")] = "ganzhi",
+    cluster: Annotated[str | None, typer.Option(help="with --ddl: the DDL for this ClickHouse cluster "
+                                                "(Replicated*MergeTree tables + Distributed tables over them)")] = None,
 ) -> None:
     """The normalized event schema (one definition for sensors, store, rules and API)."""
     if ddl:
-        for statement in all_ddl(database):
-            console.print(statement + ";\n", markup=False, highlight=False)
+        try:
+            statements = cluster_ddl(database, cluster) if cluster else all_ddl(database)
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+        for statement in statements:
+            typer.echo(statement + ";\n")  # plain: a wrapped line would break the SQL
         return
     table = Table("field", "ClickHouse type", "sensitivity", "meaning")
     for f in FIELDS:

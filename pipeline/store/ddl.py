@@ -14,6 +14,8 @@ that logs be kept at least six months from collection.
 
 from __future__ import annotations
 
+import re
+
 from pipeline.config import DEFAULT_RETENTION_DAYS
 from pipeline.schema import FIELDS, INGESTED_AT
 
@@ -390,3 +392,48 @@ def all_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list
         *situation_ddl(database),
         *ops_ddl(database, retention_days),
     ]
+
+
+# sharding key per table: rows that must meet (versions of one incident, hits of one alert, copies of one event
+# that ReplacingMergeTree collapses) land on the same shard; small tables go to one shard whole (key 0)
+_SHARD_KEYS = {
+    "events": "cityHash64(event_id)", "deadletter": "cityHash64(dl_id)", "alert_hits": "cityHash64(alert_id)",
+    "incidents": "cityHash64(incident_id)", "incident_alerts": "cityHash64(alert_id)",
+    "incident_timeline": "cityHash64(incident_id)", "situation_history": "cityHash64(scope)",
+    "software_inventory": "cityHash64(ip)", "writer_stats": "cityHash64(instance)",
+}
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) \(")
+_ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
+
+
+def cluster_ddl(database: str, cluster: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> list[str]:
+    """The same schema for a ClickHouse cluster: each table becomes `<name>_local` (Replicated*MergeTree, ON
+    CLUSTER, replicas by the `{shard}`/`{replica}` macros) plus `<name>` (Distributed over it, sharded by
+    `_SHARD_KEYS`), so every query and insert of Ganzhi keeps using the plain names. Inserts should run with
+    `insert_distributed_sync = 1` (the writer commits offsets only after the shards acknowledged)."""
+    if not re.fullmatch(r"[A-Za-z_][\w]*", cluster):
+        raise ValueError(f"not a cluster name: {cluster!r}")
+    out: list[str] = []
+    for statement in all_ddl(database, retention_days):
+        if statement.startswith("CREATE DATABASE"):
+            out.append(f"{statement} ON CLUSTER {cluster}")
+            continue
+        if statement.startswith("CREATE VIEW"):
+            out.append(statement.replace(" AS\n", f" ON CLUSTER {cluster} AS\n", 1))
+            continue
+        match = _CREATE_TABLE.match(statement)
+        if match is None:
+            raise ValueError(f"unexpected DDL: {statement[:60]}")
+        table = match.group(2)
+
+        def replicated(m: re.Match[str], table: str = table) -> str:
+            args = [f"'/clickhouse/tables/{{shard}}/{database}/{table}_local'", "'{replica}'"]
+            return f"ENGINE = Replicated{m.group(1)}MergeTree({', '.join(args + ([m.group(2)] if m.group(2) else []))})"
+
+        local = _ENGINE.sub(replicated, statement.replace(
+            match.group(0), f"CREATE TABLE IF NOT EXISTS {database}.{table}_local ON CLUSTER {cluster} (", 1), 1)
+        local = local.replace("non_replicated_deduplication_window", "replicated_deduplication_window")
+        out.append(local)
+        out.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ON CLUSTER {cluster} AS {database}.{table}_local "
+                   f"ENGINE = Distributed({cluster}, {database}, {table}_local, {_SHARD_KEYS.get(table, '0')})")
+    return out

@@ -134,3 +134,23 @@ def test_ddl_has_every_schema_field_once() -> None:
                       "x.audit_log", "x.rule_state", "x.replay_jobs", "x.situation_history", "x.anomalies",
                       "x.forecasts", "x.warning_levels", "x.notifications", "x.software_inventory", "x.cve_feed",
                       "x.exposure_exclusions", "x.reports", "x.situation_state", "x.writer_stats"]
+
+
+def test_cluster_ddl_is_replicated_distributed_and_parses(embedded_store) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.store.ddl import cluster_ddl
+
+    statements = cluster_ddl("ganzhi", "gz_cluster")
+    local = [s for s in statements if "_local ON CLUSTER" in s and s.startswith("CREATE TABLE")]
+    distributed = [s for s in statements if "ENGINE = Distributed(" in s]
+    plain_tables = [s.split()[5] for s in all_ddl("ganzhi")[1:] if s.startswith("CREATE TABLE")]
+    assert len(local) == len(distributed) == len(plain_tables)
+    assert all("ENGINE = Replicated" in s and "'/clickhouse/tables/{shard}/ganzhi/" in s for s in local)
+    assert not any("non_replicated" in s for s in statements)
+    assert "Distributed(gz_cluster, ganzhi, events_local, cityHash64(event_id))" in "\n".join(distributed)
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ganzhi/incidents_local', '{replica}', version)" \
+        in "\n".join(local)
+    for statement in statements:  # the ClickHouse parser accepts every statement (no cluster needed to parse)
+        formatted = embedded_store.query("SELECT formatQuery({q:String})", {"q": statement}).scalar()
+        assert "ON CLUSTER gz_cluster" in formatted
+    with pytest.raises(ValueError):
+        cluster_ddl("ganzhi", "bad name; DROP")
