@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 # Java and Maven run the local Kafka broker used by the integration tests; libpcap compiles the packet
 # sensor's BPF filters (through scapy) and iproute2 makes the veth pair of the live-capture test.
 # poppler-utils (pdftoppm, pdftotext) checks the rendered bulletin PDF; fonts-wqy-zenhei gives the bulletin its
-# Chinese glyphs. Each is installed only if missing.
+# Chinese glyphs; docker-compose (Debian's, works without a Docker engine) validates deploy/compose.
+# Each is installed only if missing.
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
@@ -25,6 +26,8 @@ system-deps:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcap0.8 iproute2; }
 	@{ command -v pdftoppm >/dev/null && test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc; } || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils fonts-wqy-zenhei; }
+	@command -v docker-compose >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
 
 demo: setup
 	rm -rf $(DEMO_HOME)
