@@ -136,6 +136,10 @@ class Enricher:
                             event[country_field] = country
                         if asn:
                             event[asn_field] = asn
+            if inventory is not None and not event.get("dst_ip") and event.get("host_name") and \
+                    (block := inventory.lookup_host(event["host_name"])) is not None:
+                event.update(block.columns["dst"])  # a host's own log (sshd, Windows logon): it is the target
+                stats.inventory_hits += 1
             if iocs is not None and (hits := iocs.match(event)):
                 stats.ioc_hits += 1
                 event["ioc_ids"] = sorted({*event.get("ioc_ids", ()), *(h.id for h in hits)})

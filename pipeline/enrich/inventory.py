@@ -15,10 +15,13 @@ owner, criticality 1-5 and zone. YAML:
         owner: 张伟
         criticality: 4
 
-CSV: a header row `cidr,department,street,committee,asset,owner,criticality,zone` (any order; only
-`cidr` required). Blocks nest: an address gets its most specific block, and that block inherits what
-it leaves empty from the block around it. Org levels inherit from the top down to the first level a
-block names: above, 10.20.3.15 is 民政局/东城街道/花园社区居委会, zone internal.
+CSV: a header row `cidr,department,street,committee,asset,owner,criticality,zone,hostname` (any order; only
+`cidr` required). `hostname` names the asset's host: events a host logged about itself (sshd, Windows logons)
+carry its name but no address, and are enriched as the destination by it.
+
+Blocks nest: an address gets its most specific block, and that block inherits what it leaves empty from the
+block around it. Org levels inherit from the top down to the first level a block names: above, 10.20.3.15 is
+民政局/东城街道/花园社区居委会, zone internal.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import yaml
 from pipeline.enrich.iptable import PrefixTable
 
 ZONES = ("internal", "dmz", "external", "backbone")
-COLUMNS = ("cidr", "department", "street", "committee", "asset", "owner", "criticality", "zone")
+COLUMNS = ("cidr", "department", "street", "committee", "asset", "owner", "criticality", "zone", "hostname")
 _LEVELS = ("department", "street", "committee")
 
 
@@ -51,6 +54,7 @@ class Block:
     criticality: int = 0
     zone: str = ""
     cidr: str = ""
+    hostname: str = ""  # the asset's host name: events a host logged about itself (sshd, Windows) carry only that
     # event columns this block sets, per side ("src"/"dst"); filled by Inventory
     columns: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -92,7 +96,7 @@ def _block(raw: dict[str, Any], where: str) -> tuple[str, Block]:
         if "/" in text[level]:
             raise InventoryError(f"{where}: {level} {text[level]!r} must not contain '/' (it separates org levels)")
     return cidr, Block(text["department"], text["street"], text["committee"], text["asset"], text["owner"],
-                       criticality, zone, cidr)
+                       criticality, zone, cidr, text["hostname"].lower())
 
 
 def read_blocks(path: Path) -> list[tuple[str, Block]]:
@@ -138,7 +142,8 @@ class Inventory:
                 if block.criticality:
                     columns[f"{side}_criticality"] = block.criticality
                 block.columns[side] = columns
-
+        self._hosts = {b.hostname: b for b in self._table.values() if b.hostname}
+        self._hosts.update({b.hostname.split(".", 1)[0]: b for b in self._table.values() if b.hostname})
     @classmethod
     def load(cls, path: Path) -> Inventory:
         return cls(read_blocks(path), str(path))
@@ -152,3 +157,8 @@ class Inventory:
 
     def lookup(self, address: str) -> Block | None:
         return self._table.lookup(address)
+
+    def lookup_host(self, name: str) -> Block | None:
+        """The block whose `hostname` is this name (case-insensitive; the first label also matches)."""
+        name = name.lower()
+        return self._hosts.get(name) or self._hosts.get(name.split(".", 1)[0])

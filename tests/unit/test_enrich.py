@@ -309,3 +309,27 @@ def test_reload_without_restart_and_a_broken_file_keeps_the_old_one(tmp_path: Pa
     assert org_unit_after("", 0) == "财政局"
     assert org_unit_after("10.0.0.0/8,审计局\n", 5) == "审计局" and enricher.stats.reloads == 1
     assert org_unit_after("10.0.0.0/99,x\n", 10) == "审计局" and enricher.stats.reload_errors == 1
+
+
+def test_a_hosts_own_log_is_enriched_by_its_hostname(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text("networks:\n  - cidr: 10.20.0.0/16\n    department: 民政局\n    zone: dmz\n"
+                    "  - cidr: 10.20.1.25\n    asset: 邮件系统\n    criticality: 4\n"
+                    "    hostname: Mail.district.gov.cn\n", encoding="utf-8")
+    enricher = Enricher(inventory=path)
+    events = [{"event_id": "1", "host_name": "mail", "src_ip": "203.0.113.66"},
+              {"event_id": "2", "host_name": "mail.district.gov.cn"},
+              {"event_id": "3", "host_name": "mail", "dst_ip": "10.99.0.1"},  # an address wins over the name
+              {"event_id": "4", "host_name": "other"}]
+    enricher.enrich(events)
+    assert events[0]["dst_asset"] == events[1]["dst_asset"] == "邮件系统"
+    assert events[0]["dst_org_unit"] == "民政局" and events[0]["dst_criticality"] == 4
+    assert events[0]["dst_zone"] == "dmz"
+    assert "dst_asset" not in events[2] and "dst_asset" not in events[3]
+    with pytest.raises(InventoryError, match="unknown key"):
+        Inventory.load(_write(tmp_path / "bad.yaml", "networks:\n  - cidr: 10.0.0.1\n    host: x\n"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
