@@ -38,9 +38,9 @@ TimezoneOption = Annotated[str, typer.Option(help="time zone of timestamps writt
 YearOption = Annotated[int | None, typer.Option(help="year of year-less timestamps (RFC 3164); default: current")]
 
 
-def _context(sensor: str, timezone: str, year: int | None) -> ParseContext:
+def _context(sensor: str, timezone: str, year: int | None, host: str = "") -> ParseContext:
     try:
-        return ParseContext.make(sensor=sensor, timezone=timezone, year=year)
+        return ParseContext.make(sensor=sensor, timezone=timezone, year=year, host=host)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
 
@@ -128,6 +128,8 @@ def tail(
     sensor: SensorName = "ganzhi-logs",
     timezone: TimezoneOption = "UTC",
     year: YearOption = None,
+    host: Annotated[str, typer.Option(help="the host these files come from: set as host_name where a record names "
+                                           "none (web access logs), so the inventory's hostname places it")] = "",
     rules: Annotated[list[str] | None, typer.Option("--rules", help="embedded mode: rules for live detection")] =
     None,
 ) -> None:
@@ -142,7 +144,7 @@ def tail(
             raise UsageProblem(str(exc)) from None
     if fmt == "evtx":
         return _evtx(ctx, patterns, output, sensor, rules)
-    parse_ctx = _context(sensor, timezone, year)
+    parse_ctx = _context(sensor, timezone, year, host)
     if checkpoint is None and not (once and output is Output.jsonl):
         checkpoint = _settings(ctx).home / f"tail-{sensor}.json"
     started = time.monotonic()

@@ -318,3 +318,13 @@ def test_proxifier_cbs_windows() -> None:
 ])
 def test_detect_format(line: str, fmt: str) -> None:
     assert detect_format([line]) == fmt
+
+
+def test_the_tailed_hosts_name_fills_records_that_name_none() -> None:
+    ctx = ParseContext.make(sensor="t", host="portal")
+    access = make_parser("nginx", ctx).parse(
+        '10.0.0.9 - - [21/Nov/2026:10:00:00 +0800] "GET / HTTP/1.1" 200 5 "-" "curl"', "t:1")
+    assert access is not None and access["host_name"] == "portal"
+    logged = make_parser("syslog", ctx).parse("<38>Nov 21 10:00:00 mail sshd[1]: Accepted password for a from "
+                                              "10.0.0.9 port 1 ssh2", "t:2")
+    assert logged is not None and logged["host_name"] == "mail"  # a record that names its host keeps it

@@ -31,20 +31,24 @@ class ParseContext:
                    when the date would lie more than a day in the future (a log read just after New Year)
     received_ms -- for live receivers only: the arrival time, used when a record has no timestamp at all;
                    file readers leave it None so the same file always yields the same events
+    host        -- the host whose files these are (`tail --host`): its name goes into records that name no
+                   host (web access logs), so the inventory's hostname can place them
     """
 
     sensor: str = "ganzhi-logs"
     tz: tzinfo = field(default=UTC)
     year: int | None = None
     received_ms: int | None = None
+    host: str = ""
 
     @classmethod
-    def make(cls, sensor: str = "ganzhi-logs", timezone: str = "UTC", year: int | None = None) -> ParseContext:
+    def make(cls, sensor: str = "ganzhi-logs", timezone: str = "UTC", year: int | None = None,
+             host: str = "") -> ParseContext:
         try:
             zone: tzinfo = UTC if timezone.upper() == "UTC" else ZoneInfo(timezone)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"unknown time zone {timezone!r} (use an IANA name such as Asia/Shanghai)") from exc
-        return cls(sensor=sensor, tz=zone, year=year)
+        return cls(sensor=sensor, tz=zone, year=year, host=host)
 
     def local_ms(self, dt: datetime) -> int:
         """Epoch ms of a timestamp; a naive one is read in this context's time zone."""
@@ -104,6 +108,8 @@ class Parser:
             raise ParseError("text holds lone surrogates (not valid Unicode)") from None
         record["source_type"] = source_type
         record["sensor"] = self.ctx.sensor
+        if self.ctx.host and not record.get("host_name"):
+            record["host_name"] = self.ctx.host
         record["raw"] = raw
         record["event_id"] = event_id(f"{self.ctx.sensor}/{source_type}", raw_bytes, origin)
         try:
