@@ -2,9 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEMO_HOME := .ganzhi/demo
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps fonts demo demo-no-serve test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,24 +28,16 @@ system-deps:
 	@command -v docker-compose >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
 
-demo: setup
-	rm -rf $(DEMO_HOME)
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi --inventory deploy/samples/inventory.yaml --ioc deploy/samples/iocs.csv \
-	  ingest deploy/samples/extranet-sample.jsonl
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi info
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
-	  "SELECT event_category, count() AS events, uniqExact(src_ip) AS sources FROM events GROUP BY 1 ORDER BY 2 DESC"
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
-	  "SELECT src_ip, count() AS failed_logins, groupUniqArray(user_name) AS users FROM events \
-	   WHERE event_category = 'auth' AND action = 'failure' GROUP BY src_ip ORDER BY failed_logins DESC LIMIT 5"
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi query \
-	  "SELECT dst_org_unit, dst_asset, max(dst_criticality) AS criticality, count() AS events, \
-	   countIf(notEmpty(ioc_ids)) AS ioc_hits FROM events WHERE dst_org_unit != '' GROUP BY 1, 2 ORDER BY 4 DESC"
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi deadletters
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi incidents list
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi --inventory deploy/samples/inventory.yaml situation update --no-notify
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi situation show
-	GANZHI_HOME=$(DEMO_HOME) $(BIN)/ganzhi warnings list
+# the bulletin's Chinese glyphs (Debian fonts-wqy-zenhei), installed only if missing
+fonts:
+	@test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei; }
+
+demo: setup fonts
+	GANZHI_HOME=.ganzhi $(BIN)/ganzhi demo
+
+demo-no-serve: setup fonts
+	GANZHI_HOME=.ganzhi $(BIN)/ganzhi demo --no-serve
 
 test: setup system-deps
 	$(BIN)/ruff check .

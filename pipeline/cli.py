@@ -712,6 +712,7 @@ def _register_commands() -> None:
     """Command groups that live next to what they drive (incidents, the situation, the API and its accounts)."""
     from api.cli import audit_app, serve, token_app, user_app
     from dashboards.cli import dashboards_app
+    from pipeline.demo.cli import demo
     from pipeline.incidents.cli import incidents_app
     from pipeline.situation.cli import exposures_app, report_cmd, situation_app, warnings_app
 
@@ -721,6 +722,7 @@ def _register_commands() -> None:
     app.add_typer(exposures_app, name="exposures")
     app.command("report")(report_cmd)
     app.add_typer(dashboards_app, name="dashboards")
+    app.command("demo")(demo)
     app.command()(serve)
     app.add_typer(user_app, name="user")
     app.add_typer(token_app, name="token")
