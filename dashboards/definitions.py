@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards.model import ALL, ORG_UNIT, SENSOR, Dashboard, Panel, Query, any_in_unit, in_unit, of_sensor
+from pipeline.situation.baseline import ROW_UNITS
 
 OPEN = "status NOT IN ('resolved', 'false_positive')"
 SEVERITY_ORDER = "indexOf(['critical', 'high', 'medium', 'low', 'informational'], severity)"
@@ -117,7 +118,7 @@ INCIDENTS = Dashboard(
              "mttr_hours", unit="h"),
     ))
 
-_TRAFFIC_UNIT = "ARRAY JOIN arrayDistinct(arrayFilter(x -> x != '', [src_org_unit, dst_org_unit])) AS u"
+_TRAFFIC_UNIT = f"ARRAY JOIN {ROW_UNITS} AS u"
 _EVENTS = f"$__timeFilter(ts) AND {of_sensor()}"
 NETWORK = Dashboard(
     "ganzhi-network", "Ganzhi · 网络 Network",

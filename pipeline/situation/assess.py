@@ -175,8 +175,13 @@ def score_threats(threats: list[Threat], book: AssetBook) -> list[Score]:
 # -- reading the threats present at a moment ---------------------------------------------------------
 
 
-def incidents_until(store: Store, until_ms: int) -> list[Incident]:
-    return load_incidents(store, "first_seen <= fromUnixTimestamp64Milli({until:Int64})", {"until": until_ms})
+def incidents_open_between(store: Store, since_ms: int, until_ms: int) -> list[Incident]:
+    """Incidents open at some moment of [since, until] (seen by `until`, not closed before `since`): the ones
+    `open_at` can pick from for any moment of the range, without reading every incident ever opened."""
+    return load_incidents(
+        store, "first_seen <= fromUnixTimestamp64Milli({until:Int64}) AND (status NOT IN {closed:Array(String)} "
+        "OR updated_at > fromUnixTimestamp64Milli({since:Int64}))",
+        {"since": since_ms, "until": until_ms, "closed": list(CLOSED)})
 
 
 def open_at(incidents: list[Incident], at_ms: int) -> list[Incident]:
@@ -189,7 +194,7 @@ def assess(store: Store, book: AssetBook, at_ms: int, exposures: list[dict[str, 
            incidents: list[Incident] | None = None, anomalies: list[dict[str, Any]] | None = None) -> list[Score]:
     """Scores at `at_ms` (pass pre-read incidents/anomalies to assess many moments with one read)."""
     if incidents is None:
-        incidents = incidents_until(store, at_ms)
+        incidents = incidents_open_between(store, at_ms, at_ms)
     if anomalies is None:
         anomalies = stored_anomalies(store, at_ms - 24 * HOUR_MS, at_ms)
     threats = [incident_threat(i, at_ms, book) for i in open_at(incidents, at_ms)]
@@ -218,7 +223,7 @@ def save_scores(store: Store, snapshots: list[tuple[int, list[Score]]]) -> None:
 def backfill(store: Store, book: AssetBook, since_ms: int, until_ms: int,
              exposures: list[dict[str, Any]] | None = None, step_ms: int = HOUR_MS) -> int:
     """Hourly snapshots over a past range (reads incidents and anomalies once). Returns how many moments."""
-    incidents = incidents_until(store, until_ms)
+    incidents = incidents_open_between(store, since_ms, until_ms)
     anomalies = stored_anomalies(store, since_ms - 24 * HOUR_MS, until_ms)
     moments = range(since_ms - since_ms % step_ms + step_ms, until_ms + 1, step_ms)
     for start in range(0, len(moments), 500):

@@ -49,6 +49,9 @@ METRICS = (
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 DROP_MIN_EXPECTED = 20.0  # drops are only judged where the metric is normally busy
+# the org units an event or alert row touches (source and destination side, each once): ARRAY JOIN it to count
+# a row for every unit it concerns
+ROW_UNITS = "arrayDistinct(arrayFilter(x -> x != '', [src_org_unit, dst_org_unit]))"
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,8 @@ def hourly_series(store: Store, since_s: int, until_s: int) -> dict[tuple[str, s
     aggregates = ", ".join(f"{m.sql} AS {m.name}" for m in METRICS)
     result = store.query(
         f"SELECT toUnixTimestamp(toStartOfHour(ts)) AS hour, unit, {aggregates} FROM events "
-        "ARRAY JOIN arrayConcat([''], arrayDistinct(arrayFilter(u -> u != '', [src_org_unit, dst_org_unit]))) "
-        "AS unit WHERE ts >= toDateTime({since:Int64}, 'UTC') AND ts < toDateTime({until:Int64}, 'UTC') "
+        f"ARRAY JOIN arrayConcat([''], {ROW_UNITS}) AS unit "
+        "WHERE ts >= toDateTime({since:Int64}, 'UTC') AND ts < toDateTime({until:Int64}, 'UTC') "
         "GROUP BY hour, unit", {"since": since_s, "until": until_s})
     series: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for hour, unit, *values in result.rows:

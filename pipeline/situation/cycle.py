@@ -69,7 +69,10 @@ def run_cycle(store: Store, at_ms: int | None = None, inventory: Inventory | Non
         set_state(store, "anomalies_until", hour_ms)
         result.anomalies = len(found)
 
-    scores = assess.assess(store, book, at_ms, exposures)
+    # read once, for the scores and the warning triggers
+    open_incidents = assess.open_at(assess.incidents_open_between(store, at_ms, at_ms), at_ms)
+    anomalies = baseline.stored_anomalies(store, at_ms - 7 * 24 * HOUR_MS, at_ms)
+    scores = assess.assess(store, book, at_ms, exposures, open_incidents, anomalies)
     assess.save_scores(store, [(at_ms, scores)])
     result.extranet_index = scores[0].score
 
@@ -79,11 +82,10 @@ def run_cycle(store: Store, at_ms: int | None = None, inventory: Inventory | Non
         set_state(store, "forecast_hour", hour_ms)
         result.forecasts = len(made)
 
-    open_incidents = assess.open_at(assess.incidents_until(store, at_ms), at_ms)
     ctx = early_warning.Context(
         at_ms=at_ms, scores=[{"scope_kind": s.scope_kind, "scope": s.scope, "score": s.score} for s in scores],
         incidents=open_incidents, exposures=exposures, forecasts=forecast.latest_forecasts(store),
-        anomalies=baseline.stored_anomalies(store, at_ms - 7 * 24 * HOUR_MS, at_ms),
+        anomalies=anomalies,
         rule_departments=early_warning.rule_departments(store, at_ms - 24 * HOUR_MS, at_ms))
     firings = early_warning.evaluate(triggers, ctx)
     changes = early_warning.record(store, at_ms, firings)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.enrich.inventory import Inventory
 from pipeline.situation import exposure
-from pipeline.situation.baseline import METRICS
+from pipeline.situation.baseline import METRICS, ROW_UNITS
 from pipeline.store.base import Store
 
 WEEK_MS = 7 * 86_400_000
@@ -25,8 +25,9 @@ def _window(column: str) -> str:
             f"AND {column} < fromUnixTimestamp64Milli({{until:Int64}})")
 
 
-def elements(store: Store, since_ms: int, until_ms: int, unit: str = "",
-             inventory: Inventory | None = None) -> dict[str, Any]:
+def elements(store: Store, since_ms: int, until_ms: int, unit: str = "", inventory: Inventory | None = None,
+             exposures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`exposures`: already matched ones (exposure.exposures at `until_ms`), to spare matching them again."""
     params = {"since": since_ms, "until": until_ms, "unit": unit}
     alerts = f"{_window('window_start')} AND suppression_id = '' AND {_in_unit('src_org_unit', 'dst_org_unit')}"
     assets = store.query(
@@ -51,8 +52,9 @@ def elements(store: Store, since_ms: int, until_ms: int, unit: str = "",
         f"FROM incidents FINAL WHERE {_window('last_seen')} AND ({{unit:String}} = '' OR arrayExists("
         "u -> u = {unit:String} OR startsWith(u, concat({unit:String}, '/')), org_units)) "
         "GROUP BY severity ORDER BY severity", params).dicts()
-    found = [e for e in exposure.exposures(store, until_ms, inventory)
-             if not unit or e["org_unit"] == unit or e["org_unit"].startswith(unit + "/")]
+    if exposures is None:
+        exposures = exposure.exposures(store, until_ms, inventory)
+    found = [e for e in exposures if not unit or e["org_unit"] == unit or e["org_unit"].startswith(unit + "/")]
     traffic = _traffic(store, since_ms, until_ms, unit)
     return {
         "since": since_ms, "until": until_ms, "org_unit": unit,
@@ -72,7 +74,7 @@ def _traffic(store: Store, since_ms: int, until_ms: int, unit: str) -> list[dict
     aggregates = ", ".join(f"{m.sql} AS {m.name}" for m in METRICS)
     rows = store.query(
         f"SELECT ts >= fromUnixTimestamp64Milli({{since:Int64}}) AS current, u AS org_unit, {aggregates} FROM events "
-        "ARRAY JOIN arrayDistinct(arrayFilter(x -> x != '', [src_org_unit, dst_org_unit])) AS u "
+        f"ARRAY JOIN {ROW_UNITS} AS u "
         "WHERE ts >= fromUnixTimestamp64Milli({before:Int64}) AND ts < fromUnixTimestamp64Milli({until:Int64}) "
         "AND NOT (ts >= fromUnixTimestamp64Milli({gap:Int64}) AND ts < fromUnixTimestamp64Milli({since:Int64})) "
         "AND ({unit:String} = '' OR u = {unit:String} OR startsWith(u, concat({unit:String}, '/'))) "

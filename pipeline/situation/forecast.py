@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pipeline.situation.baseline import ROW_UNITS
 from pipeline.store.base import Store
 
 HOUR_S = 3600
@@ -141,8 +142,8 @@ def alert_series(store: Store, since_s: int, until_s: int) -> dict[str, dict[int
     """'alerts:extranet' / 'alerts:<org unit>' -> alerts per hour (by window start, suppressed ones left out)."""
     result = store.query(
         "SELECT unit, toUnixTimestamp(toStartOfHour(window_start)) AS hour, uniqExact(alert_id) FROM alert_hits "
-        "ARRAY JOIN arrayConcat([''], arrayDistinct(arrayFilter(u -> u != '', [src_org_unit, dst_org_unit]))) "
-        "AS unit WHERE suppression_id = '' AND window_start >= toDateTime({since:Int64}, 'UTC') "
+        f"ARRAY JOIN arrayConcat([''], {ROW_UNITS}) AS unit "
+        "WHERE suppression_id = '' AND window_start >= toDateTime({since:Int64}, 'UTC') "
         "AND window_start < toDateTime({until:Int64}, 'UTC') GROUP BY unit, hour", {"since": since_s, "until": until_s})
     out: dict[str, dict[int, float]] = defaultdict(dict)
     for unit, hour, n in result.rows:
@@ -155,8 +156,7 @@ def forecast_all(store: Store, until_s: int, horizon: int, days: int = 28) -> tu
     until_s -= until_s % HOUR_S
     since_s = until_s - days * 24 * HOUR_S
     made, skipped = [], []
-    for kind, read, fill, bounds in (("index", index_series, None, (0.0, 100.0)),
-                                     ("alerts", alert_series, 0.0, (0.0, None))):
+    for read, fill, bounds in ((index_series, None, (0.0, 100.0)), (alert_series, 0.0, (0.0, None))):
         for name, points in sorted(read(store, since_s, until_s).items()):
             first = min(points)
             values = dense(points, first, until_s, fill)
@@ -164,7 +164,6 @@ def forecast_all(store: Store, until_s: int, horizon: int, days: int = 28) -> tu
                 made.append(forecast(name, values, first, horizon, bounds))
             except ForecastError as exc:
                 skipped.append(str(exc))
-        del kind
     return made, skipped
 
 

@@ -75,7 +75,7 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
     incidents.sort(key=lambda i: (order.index(i.severity), i.status in CLOSED, -i.last_seen))
     units = store.query(
         f"SELECT unit, uniqExact(alert_id) AS alerts, uniqExact(rule_id) AS rules FROM alert_hits "
-        f"ARRAY JOIN arrayDistinct(arrayFilter(u -> u != '', [src_org_unit, dst_org_unit])) AS unit WHERE {window} "
+        f"ARRAY JOIN {baseline.ROW_UNITS} AS unit WHERE {window} "
         "GROUP BY unit ORDER BY alerts DESC, unit LIMIT 10", params).rows
     rules = store.query(
         # an anomaly's title is about its hour; the rule is the baseline of a metric
@@ -85,6 +85,7 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
     index_points = forecast.index_series(store, start_ms // 1000, end_ms // 1000)
     alert_points = forecast.alert_series(store, start_ms // 1000, end_ms // 1000)
     latest = {(s["scope_kind"], s["scope"]): s for s in assess.latest(store)}
+    exposures = exposure.exposures(store, end_ms, inventory)
     return {
         "period": period, "start_ms": start_ms, "end_ms": end_ms,
         "generated_ms": int(datetime.now(UTC).timestamp() * 1000),
@@ -100,8 +101,8 @@ def gather(store: Store, period: str, end_ms: int, inventory: Inventory | None =
         "incidents": [i.as_json() for i in incidents[:15]], "incident_count": len(incidents),
         "units": [{"org_unit": u, "alerts": a, "rules": r} for u, a, r in units],
         "rules": [{"rule_id": r, "title": t, "level": lv, "alerts": a} for r, t, lv, a in rules],
-        "exposures": exposure.exposures(store, end_ms, inventory)[:20],
-        "tactics": elements.elements(store, start_ms, end_ms, "", inventory)["threats"]["by_tactic"],
+        "exposures": exposures[:20],
+        "tactics": elements.elements(store, start_ms, end_ms, "", inventory, exposures)["threats"]["by_tactic"],
         "anomalies": baseline.stored_anomalies(store, start_ms, end_ms, limit=20),
     }
 
