@@ -16,6 +16,7 @@ from api.deps import ApiState, App, Exporter, Reader, Worker, audit_detail, netw
 from api.principal import Principal
 from api.query import ip_text
 from pipeline.situation import assess, baseline, early_warning, elements, exposure, forecast, report
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES
 
 router = APIRouter(tags=["situation"])
 DAY_MS = 86_400_000
@@ -212,7 +213,7 @@ def reports_list(app: App, principal: Exporter) -> list[dict[str, Any]]:
     network_wide(principal)
     return app.store.query(
         f"SELECT {_REPORT_META} FROM reports FINAL ORDER BY generated_at DESC LIMIT 200 "
-        "SETTINGS prefer_column_name_to_alias = 1").dicts()
+        f"{COLUMNS_BEFORE_ALIASES}").dicts()
 
 
 def _report_column(app: ApiState, report_id: str, column: str) -> str:

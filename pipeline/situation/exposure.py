@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from pipeline.enrich.inventory import Inventory
-from pipeline.store.base import Store
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store
 
 EXCLUSION_KINDS = ("accepted_risk", "false_positive")
 EXCLUSION_SCOPES = ("ip", "asset", "org_unit", "all")
@@ -80,7 +80,7 @@ def inventory(store: Store) -> list[dict[str, Any]]:
         "SELECT IPv6NumToString(ip) AS ip, port, kind, product, any(org_unit) AS org_unit, any(asset) AS asset, "
         "max(criticality) AS criticality, toUnixTimestamp64Milli(min(first_seen)) AS first_seen_ms, "
         "toUnixTimestamp64Milli(max(last_seen)) AS last_seen_ms, sum(hits) AS hits FROM software_inventory "
-        "GROUP BY ip, port, kind, product ORDER BY ip, port, kind, product SETTINGS prefer_column_name_to_alias = 1")
+        f"GROUP BY ip, port, kind, product ORDER BY ip, port, kind, product {COLUMNS_BEFORE_ALIASES}")
     rows = result.dicts()
     for row in rows:
         row["ip"] = row["ip"].removeprefix("::ffff:")
