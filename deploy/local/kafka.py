@@ -56,6 +56,8 @@ _LOG4J = """Configuration:
     Logger:
       - name: kafka.server.KafkaRaftServer
         level: INFO
+      - name: org.apache.kafka.coordinator.group  # joins, assignments, fenced members: what a stuck group did
+        level: INFO
 """
 
 

@@ -33,6 +33,7 @@ from pipeline.bus.base import (
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 IDLE_REFRESH_S = 15.0  # a consumer with no partition this long refreshes metadata (see _refresh_if_idle)
+STALL_S = 25.0  # a consumer fed nothing this long while messages wait is rebuilt (see _reconnect_if_stalled)
 
 
 _TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError, kafka_errors.BrokerNotAvailableError)
@@ -191,8 +192,9 @@ class KafkaBus(Bus):
         return {(tp.topic, tp.partition): (max(0, committed.get((tp.topic, tp.partition), 0)), end)
                 for tp, end in ends.items()}
 
-    def consumer(self, topics: list[str], group: str, instance_id: str | None = None) -> Consumer:
-        return _KafkaConsumer(self, topics, group, instance_id)
+    def consumer(self, topics: list[str], group: str, instance_id: str | None = None,
+                 stall_s: float = STALL_S) -> Consumer:
+        return _KafkaConsumer(self, topics, group, instance_id, stall_s)
 
     def abandon(self) -> None:
         if self._producer is not None:
@@ -226,13 +228,23 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class _KafkaConsumer(Consumer):
-    def __init__(self, bus: KafkaBus, topics: list[str], group: str, instance_id: str | None = None):
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str, instance_id: str | None = None,
+                 stall_s: float = STALL_S):
+        self._bus, self._topics, self._group, self._instance_id = bus, topics, group, instance_id
+        self._stall_s = stall_s
+        self._listener = _Listener()
+        self._consumer = self._connect()
+        self.reconnects = 0
+        self._unassigned_since = self._idle_since = time.monotonic()
+
+    def _connect(self) -> KafkaConsumer:
+        bus = self._bus
         try:
-            self._consumer = KafkaConsumer(
+            consumer = KafkaConsumer(
                 bootstrap_servers=bus.bootstrap,
-                client_id=f"{bus.client_id}-{group}",
-                group_id=group,
-                group_instance_id=instance_id,
+                client_id=f"{bus.client_id}-{self._group}",
+                group_id=self._group,
+                group_instance_id=self._instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_bytes=64 * 1024 * 1024,
@@ -245,13 +257,13 @@ class _KafkaConsumer(Consumer):
             # know the topics' partitions before joining: a member that leads the group's first assignment
             # without them assigns nothing, and kafka-python may not rejoin until its 5-minute metadata
             # refresh (seen: a restarted writer idle for a minute with partitions waiting)
-            for topic in topics:
-                self._consumer.partitions_for_topic(topic)
+            for topic in self._topics:
+                consumer.partitions_for_topic(topic)
         except Exception as exc:
             _raise_as_bus_error(exc, "connecting the consumer")
-        self._listener = _Listener()
-        self._consumer.subscribe(topics, listener=self._listener)
-        self._unassigned_since = time.monotonic()
+            raise
+        consumer.subscribe(self._topics, listener=self._listener)
+        return consumer
 
     def _refresh_if_idle(self) -> None:
         """A member holding no partition for long asks for fresh metadata: kafka-python rejoins when the
@@ -263,6 +275,52 @@ class _KafkaConsumer(Consumer):
             self._unassigned_since = time.monotonic()
             self._consumer._client.cluster.request_update()  # no public API for this
 
+    def _reconnect_if_stalled(self, got_records: bool) -> None:
+        """The watchdog: a member that received nothing for `stall_s` although it holds no partition or its
+        partitions have messages waiting is stuck (CI runs saw a restarted static member sit a minute with
+        a backlog and no error), so it is rebuilt: the new client rejoins under the same instance id and
+        takes over from the last commit, which the writer's assignment check makes safe."""
+        now = time.monotonic()
+        if got_records:
+            self._idle_since = now
+            return
+        if now - self._idle_since < self._stall_s:
+            return
+        self._idle_since = now
+        try:
+            if self._consumer.assignment():
+                waiting: int | None = sum(self.lag().values())
+                if waiting == 0:
+                    return
+            elif self._alone_in_group():
+                waiting = None
+            else:  # more members than partitions leaves some idle: that is not stuck
+                return
+        except BusError as exc:  # the broker is away: that is an outage, not a stuck client
+            log.debug("stall check skipped: %s", exc)
+            return
+        log.warning("Kafka consumer of group %s received nothing for %.0fs with %s; reconnecting",
+                    self._group, self._stall_s,
+                    "no partition assigned" if waiting is None else f"{waiting} messages waiting")
+        with contextlib.suppress(Exception):
+            self._consumer.close(autocommit=False)
+        self._listener.new.clear()
+        self._consumer = self._connect()
+        self.reconnects += 1
+        self._unassigned_since = time.monotonic()
+
+    def _alone_in_group(self) -> bool:
+        """The group has no other member that could hold the topics' partitions."""
+        admin = self._bus._admin()
+        try:
+            group = admin.describe_groups([self._group]).get(self._group) or {}
+        except Exception as exc:
+            _raise_as_bus_error(exc, f"describing group {self._group!r}")
+            raise
+        finally:
+            admin.close()
+        return len(group.get("members") or ()) <= 1
+
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:
         self._refresh_if_idle()
         try:
@@ -270,6 +328,7 @@ class _KafkaConsumer(Consumer):
         except Exception as exc:
             _raise_as_bus_error(exc, "polling")
             raise
+        self._reconnect_if_stalled(bool(batches))
         out: list[Message] = []
         for tp, records in batches.items():
             for r in records:
@@ -293,7 +352,11 @@ class _KafkaConsumer(Consumer):
         assigned = list(self._consumer.assignment())
         if not assigned:
             return {}
-        ends = self._consumer.end_offsets(assigned)
+        try:
+            ends = self._consumer.end_offsets(assigned)
+        except Exception as exc:
+            _raise_as_bus_error(exc, "reading end offsets")
+            raise
         return {(tp.topic, tp.partition): max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
 
     def close(self) -> None:

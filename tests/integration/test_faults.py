@@ -46,12 +46,14 @@ def _chunk(tag: str, start: int, end: int) -> bytes:
         "dst_ip": "192.0.2.1", "dst_port": i % 65536, "protocol": "tcp"}) for i in range(start, end))
 
 
-def _produce(bus: KafkaBus, tag: str, start: int, end: int, rate: float | None = None) -> None:
-    """Publish events start..end in CHUNK-event messages; with rate (events/s), spread over time."""
+def _produce(bus: KafkaBus, tag: str, start: int, end: int, rate: float | None = None,
+             until: threading.Event | None = None) -> None:
+    """Publish events start..end in CHUNK-event messages; with rate (events/s), spread over time (until the
+    event `until` is set, if given: then the rest at full speed)."""
     began = time.monotonic()
     for lo in range(start, end, CHUNK):
         bus.publish(bus.topics.events, _chunk(tag, lo, min(end, lo + CHUNK)), headers=EVENT_HEADERS)
-        if rate:
+        if rate and not (until and until.is_set()):
             ahead = (lo + CHUNK - start) / rate - (time.monotonic() - began)
             if ahead > 0:
                 bus.flush()
@@ -72,11 +74,12 @@ def _assert_exact_set(store: ServerStore, tag: str, n: int) -> None:
     assert len(ids) == n
 
 
-def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(condition, timeout_s: float, what: str, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:]) if log else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
         time.sleep(0.5)
 
 
@@ -84,7 +87,9 @@ def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-un
 
 
 def _writer_process(kafka: str, clickhouse: str, prefix: str, group: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GANZHI_KAFKA": kafka, "GANZHI_CLICKHOUSE": clickhouse, "GANZHI_TOPIC_PREFIX": prefix}
+    # INFO: the group's joins and assignments are in the log a failure prints
+    env = {**os.environ, "GANZHI_KAFKA": kafka, "GANZHI_CLICKHOUSE": clickhouse, "GANZHI_TOPIC_PREFIX": prefix,
+           "GANZHI_LOG": "INFO"}
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "writer", "--group", group, "--no-detect", "--linger", "0.2",
@@ -98,8 +103,10 @@ def test_writer_killed_20_times_while_1m_events_flow(kafka_bootstrap, clickhouse
     seed = int(os.environ.get("GANZHI_FAULT_SEED", time.time()))
     rng = random.Random(seed)
     print(f"fault seed {seed} (GANZHI_FAULT_SEED reproduces the kill times)")
-    # produced at 6,000 events/s, so the 1 M events are still flowing when the last kill lands
-    producer = threading.Thread(target=_produce, args=(kafka_bus, "k", 0, n, 6_000), daemon=True)
+    # produced at 3,000 events/s while the writers are being killed (so the 1 M events are still flowing when the
+    # last kill lands, even on a slow machine), the rest at full speed
+    kills_done = threading.Event()
+    producer = threading.Thread(target=_produce, args=(kafka_bus, "k", 0, n, 3_000, kills_done), daemon=True)
     producer.start()
     log = tmp_path / "writers.log"
     url = f"{clickhouse_server}/{unique_name}"
@@ -107,15 +114,19 @@ def test_writer_killed_20_times_while_1m_events_flow(kafka_bootstrap, clickhouse
     for _ in range(kills):
         before = _count(server_store)
         proc = _writer_process(kafka_bootstrap, url, unique_name, unique_name, log)
-        # every life gets to work (its first insert), then dies at a random point of its insert/commit cycle
-        # (a fixed sleep alone made lives on a slow machine die before they ever inserted: no test of the path)
-        _wait(lambda before=before: _count(server_store) > before, 60, "a restarted writer's first insert")
-        time.sleep(rng.uniform(0.0, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            # every life gets to work (its first insert), then dies at a random point of its insert/commit cycle
+            # (a fixed sleep alone made lives on a slow machine die before they ever inserted: no test of the path)
+            _wait(lambda before=before: _count(server_store) > before, 60, "a restarted writer's first insert", log)
+            time.sleep(rng.uniform(0.0, 2.5))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         counts.append(_count(server_store))
     print(f"stored after each kill: {counts}")
-    assert producer.is_alive(), "the kills must happen while events still flow"
+    still_flowing = producer.is_alive()
+    kills_done.set()
+    assert still_flowing, "the kills must happen while events still flow"
     assert counts == sorted(set(counts)), "every writer life stored something before its kill"
 
     producer.join()

@@ -149,3 +149,27 @@ def test_embedded_and_server_modes_return_the_same_results(kafka_bus, server_sto
         rows_b = [[r[i] for i in without_ingest_time] for r in b.rows]
         assert rows_a == rows_b, sql
         assert rows_a, f"query returned nothing, the comparison would prove nothing: {sql}"
+
+
+def test_a_stuck_consumer_is_rebuilt_and_the_backlog_flows(kafka_bus, unique_name) -> None:
+    """The watchdog: a member that holds partitions with messages waiting but receives nothing (here its client
+    is made stuck by pausing every partition it holds) is rebuilt under the same static id and goes on."""
+    events = make_events(3_000, seed="stuck")
+    _publish(kafka_bus, events, max_bytes=16 * 1024)
+    consumer = kafka_bus.consumer([kafka_bus.topics.events], unique_name, "writer-stuck", stall_s=3.0)
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer._consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2, 1)
+        assert consumer._consumer.assignment(), "never assigned"
+        consumer._consumer.pause(*consumer._consumer.assignment())
+        got: list = []
+        deadline = time.monotonic() + 60
+        while len(got) < 3_000 and time.monotonic() < deadline:
+            for msg in consumer.poll(0.5, 100):
+                got.extend(msg.value.split(b"\n"))
+        assert consumer.reconnects >= 1, "the stuck client was not rebuilt"
+        ids = {orjson.loads(line)["event_id"] for line in got}
+        assert ids >= {e["event_id"] for e in events}
+    finally:
+        consumer.close()
