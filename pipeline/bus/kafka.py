@@ -33,6 +33,7 @@ from pipeline.bus.base import (
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 IDLE_REFRESH_S = 15.0  # a consumer with no partition this long refreshes metadata (see _refresh_if_idle)
+POSITION_TIMEOUT_MS = 2000  # lag and stall checks never block on a position lookup longer than this
 STALL_S = 25.0  # a consumer fed nothing this long while messages wait is rebuilt (see _reconnect_if_stalled)
 
 
@@ -276,10 +277,12 @@ class _KafkaConsumer(Consumer):
             self._consumer._client.cluster.request_update()  # no public API for this
 
     def _reconnect_if_stalled(self, got_records: bool) -> None:
-        """The watchdog: a member that received nothing for `stall_s` although it holds no partition or its
-        partitions have messages waiting is stuck (CI runs saw a restarted static member sit a minute with
-        a backlog and no error), so it is rebuilt: the new client rejoins under the same instance id and
-        takes over from the last commit, which the writer's assignment check makes safe."""
+        """The watchdog: a member that received nothing for `stall_s` although its partitions have messages
+        waiting, or have no fetch position, or it holds none while alone in its group, is stuck, and is
+        rebuilt: the new client rejoins under the same instance id and takes over from the last commit (the
+        writer's assignment check makes that safe). Seen in CI and under load with kafka-python 3.0: a
+        restarted static member rejoined twice in two seconds, then sat over a minute with its partitions
+        assigned, a backlog waiting and no error, its committed-offset lookup never answered."""
         now = time.monotonic()
         if got_records:
             self._idle_since = now
@@ -289,25 +292,40 @@ class _KafkaConsumer(Consumer):
         self._idle_since = now
         try:
             if self._consumer.assignment():
-                waiting: int | None = sum(self.lag().values())
-                if waiting == 0:
+                offsets = self._offsets().values()
+                waiting = sum(end - pos for pos, end in offsets if pos is not None and end > pos)
+                unplaced = sum(pos is None for pos, _ in offsets)
+                if waiting == 0 and not unplaced:
                     return
+                why = f"{waiting} messages waiting" + (f", {unplaced} partition(s) without a position"
+                                                       if unplaced else "")
             elif self._alone_in_group():
-                waiting = None
+                why = "no partition assigned"
             else:  # more members than partitions leaves some idle: that is not stuck
                 return
         except BusError as exc:  # the broker is away: that is an outage, not a stuck client
             log.debug("stall check skipped: %s", exc)
             return
         log.warning("Kafka consumer of group %s received nothing for %.0fs with %s; reconnecting",
-                    self._group, self._stall_s,
-                    "no partition assigned" if waiting is None else f"{waiting} messages waiting")
+                    self._group, self._stall_s, why)
         with contextlib.suppress(Exception):
             self._consumer.close(autocommit=False)
         self._listener.new.clear()
         self._consumer = self._connect()
         self.reconnects += 1
         self._unassigned_since = time.monotonic()
+
+    def _offsets(self) -> dict[Any, tuple[int | None, int]]:
+        """(fetch position, None while unknown after a bounded wait; end offset) per assigned partition."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(assigned)
+            return {tp: (self._consumer.position(tp, timeout_ms=POSITION_TIMEOUT_MS), ends[tp]) for tp in assigned}
+        except Exception as exc:
+            _raise_as_bus_error(exc, "reading end offsets and positions")
+            raise
 
     def _alone_in_group(self) -> bool:
         """The group has no other member that could hold the topics' partitions."""
@@ -349,15 +367,8 @@ class _KafkaConsumer(Consumer):
         return new
 
     def lag(self) -> dict[TopicPartition, int]:
-        assigned = list(self._consumer.assignment())
-        if not assigned:
-            return {}
-        try:
-            ends = self._consumer.end_offsets(assigned)
-        except Exception as exc:
-            _raise_as_bus_error(exc, "reading end offsets")
-            raise
-        return {(tp.topic, tp.partition): max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned}
+        """Messages waiting per assigned partition (one without a fetch position yet counts whole)."""
+        return {(tp.topic, tp.partition): max(0, end - (pos or 0)) for tp, (pos, end) in self._offsets().items()}
 
     def close(self) -> None:
         try:
