@@ -128,6 +128,11 @@ def test_ddl_has_every_schema_field_once() -> None:
     assert "TTL toDateTime(ingested_at) + INTERVAL 180 DAY" in ddl
     assert "PARTITION BY toYYYYMMDD(ts)" in ddl
     assert "TTL" not in events_ddl("ganzhi", retention_days=0)
+    # every column compressed with a chosen codec (bench/storage.py); the baseline variant has none
+    column_lines = [line for line in ddl.splitlines() if line.startswith("    `")]
+    assert len(column_lines) == len(FIELDS) + 1 and all(" CODEC(" in line for line in column_lines)
+    assert "`raw` String CODEC(ZSTD(3))" in ddl and "`ts` DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1))" in ddl
+    assert "CODEC(" not in events_ddl("ganzhi", codecs=False)
     tables = [s.split()[5] for s in all_ddl("x")[1:]]  # CREATE TABLE/VIEW IF NOT EXISTS <name>
     assert tables == ["x.events", "x.deadletter", "x.alert_hits", "x.alerts", "x.suppressions", "x.rulesets",
                       "x.incidents", "x.incident_alerts", "x.incident_timeline", "x.api_users", "x.api_tokens",
