@@ -21,6 +21,7 @@ from sigma.exceptions import SigmaError
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 
 from pipeline.detect.backend import NUMERIC_KINDS, Field, GanzhiClickHouseBackend
+from pipeline.detect.prefilter import necessary
 from rules.mapping import FIELD_MAPS, logsource_filter, sigma_pipeline, taxonomy
 
 # Combined rule SQL is long and deeply nested; the default OR-chain rewrite of ILIKEs is slower (DESIGN.md).
@@ -46,6 +47,9 @@ class CompiledRule:
     name: str = ""  # Sigma `name`, how correlation rules refer to it
     fields: tuple[str, ...] = ()  # schema fields / extra keys the condition reads (after mapping)
     alerts: bool = True  # False for rules that only feed correlations (Sigma `generate: false`)
+    # (field text SQL, literal) pairs one of which every match contains (pipeline/detect/prefilter.py);
+    # None: the condition must be evaluated on every row of its log source
+    needs: tuple[tuple[str, str], ...] | None = None
 
     @property
     def sql(self) -> str:
@@ -155,15 +159,23 @@ def compile_sources(sources: dict[str, str]) -> RuleSet:
 
 
 def _single(backend: GanzhiClickHouseBackend, rule: SigmaRule, path: str) -> list[CompiledRule]:
-    backend.convert_rule(rule)  # applies the field-mapping pipeline to `rule` first
+    needs: list[tuple[tuple[str, str], ...] | None] = []
+
+    def note_needs(_rule: Any, _format: Any, _index: int, condition: Any, result: Any) -> Any:
+        if result is not None:  # one per converted condition, in the order of the queries
+            need = necessary(condition.parsed)
+            needs.append(tuple(sorted(need)) if need is not None else None)
+        return result
+
+    backend.convert_rule(rule, callback=note_needs)  # applies the field-mapping pipeline to `rule` first
     queries = rule.get_conversion_result()  # also for rules that only feed correlations (not returned)
     fields = tuple(sorted(_fields(rule.detection.detections.values())))
     compiled = []
-    for where in queries:
+    for where, need in zip(queries, needs, strict=True):
         compiled.append(CompiledRule(
             rule_id=str(rule.id or rule.name or Path(path).stem), title=rule.title, level=str(rule.level or ""),
             tags=tuple(str(t) for t in rule.tags), where=where, logsource=logsource_filter(rule.logsource),
-            path=path, name=str(rule.name or ""), fields=fields, alerts=bool(rule._output)))
+            path=path, name=str(rule.name or ""), fields=fields, alerts=bool(rule._output), needs=need))
     return compiled
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
+from pipeline.detect.prefilter import candidates_sql
 from pipeline.store.base import Store
 
 ALERT_WINDOW_MS = 3_600_000  # single-event hits of one rule on one entity within an hour form one alert
@@ -125,9 +126,10 @@ def _entity(context: dict[str, str]) -> str:
 class Detector:
     """A rule set bound to a store."""
 
-    def __init__(self, store: Store, ruleset: RuleSet):
+    def __init__(self, store: Store, ruleset: RuleSet, prefilter: bool = True):
         self.store = store
         self.ruleset = ruleset
+        self.prefilter = prefilter  # False: every rule on every row of its log source (the plain SQL)
         # rules that only feed correlations do not alert on their own (Sigma's `generate: false`)
         self.alerting = [r for r in ruleset.rules if r.alerts]
         self._rule_by_id = {r.rule_id: r for r in ruleset.rules}
@@ -143,12 +145,24 @@ class Detector:
     # -- SQL ----------------------------------------------------------------------------------------
 
     def group_sql(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> str:
-        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event)."""
+        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event).
+
+        With the prefilter, a rule with necessary literals is evaluated only on rows where one of them occurs
+        (`has(cands, n) AND ...` short-circuits), and when every rule has some, rows with none are dropped
+        before any rule is evaluated."""
         numbers = ", ".join(str(i) for i in range(len(rules)))
-        conditions = ", ".join(f"({r.where})" for r in rules)
-        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
-                f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
-                f"WHERE {selector.sql()} AND ({logsource})")
+        cands = candidates_sql([r.needs for r in rules]) if self.prefilter else ""
+        if not cands:
+            conditions = ", ".join(f"({r.where})" for r in rules)
+            return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
+                    f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
+                    f"WHERE {selector.sql()} AND ({logsource})")
+        conditions = ", ".join(f"(has(cands, {i}) AND ({r.where}))" if r.needs is not None else f"({r.where})"
+                               for i, r in enumerate(rules))
+        some_row_needed = "" if any(r.needs is None for r in rules) else " AND notEmpty(cands)"
+        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM "
+                f"(SELECT *, {cands} AS cands FROM events WHERE {selector.sql()} AND ({logsource}){some_row_needed}) "
+                f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no")
 
     def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
         referenced = [self._rule_by_id[rid] for rid in corr.rules]

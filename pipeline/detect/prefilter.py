@@ -1,0 +1,113 @@
+"""Necessary literals: a multi-pattern prefilter in front of each rule's exact SQL.
+
+For a rule condition, `necessary()` finds a set of (field, literal) pairs such that whenever the condition
+holds, at least one field contains its literal (compared lower-cased). The engine then matches every literal of
+every rule of a log source against each row in one Hyperscan pass per field (`multiMatchAllIndices`) and
+evaluates a rule's exact condition only on the rows where one of its literals occurred; the exact condition
+still decides, so results are those of the plain SQL (tests compare both on the SigmaHQ set).
+
+Derivation, on the condition tree after field mapping:
+- a string match (equality, wildcard pattern, `|cased`) needs its longest wildcard-free piece in the field,
+  an expansion of values (`|windash`, `|base64offset`) one of theirs;
+- a keyword needs its piece in `raw` or `message` (where the backend searches keywords);
+- OR needs the union of its branches' needs (any branch may be the one that holds);
+- AND needs what its most selective needy operand needs (it holds only if that operand does);
+- NOT, regular expressions, CIDR, numbers, existence and field references need nothing derivable: a rule
+  whose condition has such a branch under an OR gets no prefilter and is evaluated on every row.
+Literals are ASCII runs (a value's non-ASCII characters split it): the row's field is lower-cased with
+lowerUTF8, the same folding the exact SQL uses, and on ASCII that is plain lower-casing, so the prefilter can
+never drop a row the exact SQL would match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.types import SigmaExpansion, SigmaNumber, SigmaString, SpecialChars
+
+from pipeline.detect.backend import Field, sql_string
+
+Need = frozenset[tuple[str, str]]  # (SQL expression of the field's text, lower-case literal)
+TEXT_KINDS = ("str", "lcstr", "strs", "extra")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+KEYWORD_FIELDS = ("`raw`", "`message`")
+
+
+def necessary(node: Any) -> Need | None:
+    """What the condition needs (None: nothing derivable, evaluate it on every row)."""
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        field = Field(node.field)
+        # an expansion (windash, base64offset) is an OR of its values
+        values = node.value.values if isinstance(node.value, SigmaExpansion) else [node.value]
+        if field.kind not in TEXT_KINDS or not values or not all(isinstance(v, SigmaString) for v in values):
+            return None
+        pieces = [longest_piece(v) for v in values]
+        return frozenset((field.text(), piece) for piece in pieces) if all(pieces) else None
+    if isinstance(node, ConditionValueExpression):
+        value = node.value
+        if isinstance(value, SigmaNumber):
+            value = SigmaString(str(value))
+        piece = longest_piece(value) if isinstance(value, SigmaString) else ""
+        return frozenset((f, piece) for f in KEYWORD_FIELDS) if piece else None
+    if isinstance(node, ConditionOR):
+        needs = [necessary(arg) for arg in node.args]
+        if not needs or any(n is None for n in needs):
+            return None
+        return frozenset().union(*needs)  # type: ignore[arg-type]
+    if isinstance(node, ConditionAND):
+        found = [n for n in (necessary(arg) for arg in node.args) if n is not None]
+        return min(found, key=_cost) if found else None
+    if isinstance(node, ConditionNOT):
+        return None
+    return None
+
+
+def longest_piece(value: SigmaString) -> str:
+    """The longest run of plain ASCII text between wildcards (and non-ASCII characters), lower-cased."""
+    pieces, current = [], []
+    for part in value.s:
+        if isinstance(part, str):
+            current.append(part)
+        elif part in (SpecialChars.WILDCARD_MULTI, SpecialChars.WILDCARD_SINGLE):
+            pieces.append("".join(current))
+            current = []
+        else:  # an unresolved placeholder: nothing certain about the text
+            return ""
+    pieces.append("".join(current))
+    runs = [run for piece in pieces for run in _NON_ASCII.split(piece)]
+    return max(runs, key=len).lower()
+
+
+def _cost(need: Need) -> tuple[int, int]:
+    """Fewer alternatives first, then longer (more selective) shortest literal."""
+    return len(need), -min(len(literal) for _, literal in need)
+
+
+def hyperscan_literal(text: str) -> str:
+    """A literal as a Hyperscan pattern: every character but letters and digits written as \\xHH."""
+    return "".join(c if c.isalnum() else f"\\x{ord(c):02x}" for c in text)
+
+
+def candidates_sql(needs: Sequence[Need | tuple[tuple[str, str], ...] | None]) -> str:
+    """An expression giving, per row, the numbers of the rules (positions in `needs`) one of whose literals
+    the row contains: one Hyperscan pass per field over all the literals on that field ('' if none)."""
+    by_field: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for number, need in enumerate(needs):
+        for field_sql, literal in sorted(need or ()):
+            by_field[field_sql].append((literal, number))
+    parts = []
+    for field_sql, pairs in sorted(by_field.items()):
+        patterns = ", ".join(sql_string(hyperscan_literal(literal)) for literal, _ in pairs)
+        numbers = ", ".join(str(number) for _, number in pairs)
+        parts.append(f"arrayMap(k -> [{numbers}][k], multiMatchAllIndices(lowerUTF8({field_sql}), [{patterns}]))")
+    return f"arrayConcat({', '.join(parts)})" if parts else ""

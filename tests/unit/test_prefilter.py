@@ -1,0 +1,147 @@
+"""The literal prefilter: what a rule needs, and that the engine with it finds what the plain SQL finds."""
+
+from __future__ import annotations
+
+from pipeline.detect.compile import compile_sources
+from pipeline.detect.engine import Detector, Selector
+from pipeline.detect.prefilter import hyperscan_literal
+from pipeline.schema import event_id, normalize
+
+HEAD = """title: t
+id: {id}
+status: test
+logsource: {{product: windows, category: process_creation}}
+level: high
+detection:
+"""
+
+
+def _needs(detection: str, rule_id: str = "00000000-0000-0000-0000-000000000001") -> object:
+    ruleset = compile_sources({"r.yml": HEAD.format(id=rule_id) + detection})
+    assert not ruleset.errors, ruleset.errors
+    return ruleset.rules[0].needs
+
+
+def test_and_takes_its_most_selective_operand() -> None:
+    needs = _needs("""  sel:
+    CommandLine|contains: 'whoami'
+    Image|endswith: '\\\\net.exe'
+  condition: sel
+""")
+    assert needs == (("`process_image`", "\\net.exe"),)
+
+
+def test_or_and_lists_take_the_union() -> None:
+    needs = _needs("""  a:
+    CommandLine|contains|all: ['-enc', 'hidden']
+  b:
+    Image|endswith: ['\\\\psexec.exe', '\\\\paexec.exe']
+  condition: a or b
+""")
+    assert needs == (("`process_command_line`", "hidden"), ("`process_image`", "\\paexec.exe"),
+                     ("`process_image`", "\\psexec.exe"))
+
+
+def test_wildcards_keep_the_longest_plain_piece() -> None:
+    assert _needs("""  sel:
+    CommandLine: '*a*certutil?*'
+  condition: sel
+""") == (("`process_command_line`", "certutil"),)
+
+
+def test_nothing_derivable_means_no_prefilter() -> None:
+    # a NOT branch under OR, a regular expression, a value without ASCII text: evaluate the rule on every row
+    assert _needs("""  a:
+    Image|endswith: '\\\\cmd.exe'
+  b:
+    User: 'SYSTEM'
+  condition: a or not b
+""") is None
+    assert _needs("""  sel:
+    CommandLine|re: 'who.mi'
+  condition: sel
+""") is None
+    assert _needs("""  sel:
+    CommandLine|contains: '管理员'
+  condition: sel
+""") is None
+    assert _needs("""  sel:
+    CommandLine|contains: '管理员admin组'
+  condition: sel
+""") == (("`process_command_line`", "admin"),)
+    # ... while AND with a NOT still needs what its positive side needs
+    assert _needs("""  a:
+    Image|endswith: '\\\\cmd.exe'
+  b:
+    User: 'SYSTEM'
+  condition: a and not b
+""") == (("`process_image`", "\\cmd.exe"),)
+
+
+def test_keywords_need_the_raw_record_or_the_message() -> None:
+    assert _needs("""  keywords:
+    - 'mimikatz'
+  condition: keywords
+""") == (("`message`", "mimikatz"), ("`raw`", "mimikatz"))
+
+
+def test_hyperscan_literals_are_escaped() -> None:
+    assert hyperscan_literal("a.b\\c*d(") == "a\\x2eb\\x5cc\\x2ad\\x28"
+
+
+def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
+    """Case, wildcards, escapes, extra fields and keywords: every row either way, with and without it."""
+    rules = {
+        "r1.yml": HEAD.format(id="00000000-0000-0000-0000-000000000011") + """  sel:
+    CommandLine|contains: 'WhoAmI'
+    Image|endswith: '\\\\cmd.exe'
+  condition: sel
+""",
+        "r2.yml": HEAD.format(id="00000000-0000-0000-0000-000000000012") + """  sel:
+    CommandLine|contains: ['100%', 'a_b', 'c:\\\\temp\\\\x.exe']
+  condition: sel
+""",
+        "r3.yml": HEAD.format(id="00000000-0000-0000-0000-000000000013") + """  sel:
+    IntegrityLevel: 'High'
+  condition: sel
+""",
+        "r4.yml": HEAD.format(id="00000000-0000-0000-0000-000000000014") + """  keywords:
+    - 'MIMIKATZ'
+  condition: keywords
+""",
+        "r5.yml": HEAD.format(id="00000000-0000-0000-0000-000000000015") + """  sel:
+    CommandLine|contains: '管理员Admin组'
+  condition: sel
+""",
+    }
+    ruleset = compile_sources(rules)
+    assert not ruleset.errors and all(r.needs for r in ruleset.rules)
+    lines = ['"C:\\Windows\\System32\\CMD.EXE" /c whoami /all', "cmd /c echo 100% done", "x a_b y", "x aXb y",
+             "copy C:\\TEMP\\X.EXE .", "copy C:\\TEMP\\Y.EXE .", "sekurlsa::logonpasswords # MimiKatz", "dir",
+             "net localgroup 管理员ADMIN组 u /add", "net localgroup 管理员admin u /add"]
+    events = []
+    for i, line in enumerate(lines):
+        for image in ("C:\\Windows\\System32\\cmd.exe", "C:\\x\\powershell.exe"):
+            events.append(normalize({
+                "ts": 1_714_550_400_000 + len(events), "event_id": event_id("t", line + image, i), "sensor": "t",
+                "source_type": "windows", "event_category": "process_creation", "process_command_line": line,
+                "process_image": image, "raw": line, "extra": {"IntegrityLevel": ("HIGH", "Low")[i % 2]}}))
+    embedded_store.insert_events(events)
+    everything = Selector(0, 2**41)
+    plain = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset, prefilter=False).run_rules(everything)}
+    filtered = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset).run_rules(everything)}
+    assert filtered == plain
+    per_rule = {rid: sum(1 for r, _ in plain if r == rid) for rid in (r.rule_id for r in ruleset.rules)}
+    # r1: the CMD.EXE whoami line with the cmd.exe image; r2: 100%, a_b (not aXb), C:\TEMP\X.EXE, 2 images each;
+    # r3: extra IntegrityLevel HIGH on even lines; r4: the MimiKatz line, 2 images; r5: the 管理员ADMIN组 line
+    assert list(per_rule.values()) == [1, 6, 10, 2, 2], per_rule
+
+
+def test_expanded_values_take_the_union() -> None:
+    # windash expands '-encodedcommand' into its dash variants, OR-linked
+    needs = _needs("""  sel:
+    CommandLine|windash|contains: '-encodedcommand'
+  condition: sel
+""")
+    assert needs is not None and len(needs) >= 2
+    assert {literal for _, literal in needs} >= {"-encodedcommand", "/encodedcommand", "encodedcommand"}
