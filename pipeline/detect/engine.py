@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
-from pipeline.detect.prefilter import candidates_sql
+from pipeline.detect.prefilter import literal_index
 from pipeline.store.base import Store
 
 ALERT_WINDOW_MS = 3_600_000  # single-event hits of one rule on one entity within an hour form one alert
@@ -137,6 +137,8 @@ class Detector:
         for rule in self.alerting:
             by_source[rule.logsource].append(rule)
         self.groups = sorted(by_source.items())
+        self._position = {id(r): i for i, r in enumerate(self.alerting)}
+        self._literals = literal_index([r.needs for r in self.alerting])
         # rule id -> (title, level, tags, kind), what every alert of the rule carries
         self._meta: dict[str, tuple[str, str, tuple[str, ...], str]] = {
             r.rule_id: (r.title, r.level, r.tags, "rule") for r in ruleset.rules}
@@ -145,24 +147,23 @@ class Detector:
     # -- SQL ----------------------------------------------------------------------------------------
 
     def group_sql(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> str:
-        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event).
-
-        With the prefilter, a rule with necessary literals is evaluated only on rows where one of them occurs
-        (`has(cands, n) AND ...` short-circuits), and when every rule has some, rows with none are dropped
-        before any rule is evaluated."""
+        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event)."""
         numbers = ", ".join(str(i) for i in range(len(rules)))
-        cands = candidates_sql([r.needs for r in rules]) if self.prefilter else ""
-        if not cands:
-            conditions = ", ".join(f"({r.where})" for r in rules)
-            return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
-                    f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
-                    f"WHERE {selector.sql()} AND ({logsource})")
-        conditions = ", ".join(f"(has(cands, {i}) AND ({r.where}))" if r.needs is not None else f"({r.where})"
-                               for i, r in enumerate(rules))
-        some_row_needed = "" if any(r.needs is None for r in rules) else " AND notEmpty(cands)"
-        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM "
-                f"(SELECT *, {cands} AS cands FROM events WHERE {selector.sql()} AND ({logsource}){some_row_needed}) "
-                f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no")
+        conditions = ", ".join(f"({r.where})" for r in rules)
+        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
+                f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
+                f"WHERE {selector.sql()} AND ({logsource})")
+
+    def candidate_groups(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]]
+                         ) -> list[tuple[str, list[CompiledRule]]]:
+        """The groups narrowed to the rules that can match in the selected rows: those one of whose necessary
+        literals occurs there, and those without literals; groups left empty are dropped."""
+        found = self._literals.rules_found(self.store.query(
+            f"{self._literals.select_sql()} FROM events WHERE {selector.sql()}", selector.params(),
+            settings=DETECTION_SETTINGS).rows[0][0]) if self._literals.literals else set()
+        narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
+                    for source, rules in groups]
+        return [(source, rules) for source, rules in narrowed if rules]
 
     def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
         referenced = [self._rule_by_id[rid] for rid in corr.rules]
@@ -193,7 +194,10 @@ class Detector:
     def run_rules(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]] | None = None
                   ) -> list[Hit]:
         hits: list[Hit] = []
-        for logsource, rules in (self.groups if groups is None else groups):
+        groups = self.groups if groups is None else list(groups)
+        if self.prefilter:
+            groups = self.candidate_groups(selector, groups)
+        for logsource, rules in groups:
             result = self.store.query(self.group_sql(logsource, rules, selector), selector.params(),
                                       settings=DETECTION_SETTINGS)
             for row in result.rows:
