@@ -4,7 +4,9 @@ Only the row selector differs: a live batch is `ts` within the batch's range and
 batch; a replay is a time range. Everything a rule decides is in its compiled SQL.
 
 Single-event rules run as one scan per log source: every rule of that log source is evaluated on each row
-and the matching rule numbers are array-joined out, so N rules cost one pass, not N.
+and the matching rule numbers are array-joined out, so N rules cost one pass, not N. Before that, one query
+says which necessary literals occur in the rows and which log sources have rows at all (prefilter.py): only
+the rules that can match are planned and run, since planning, not evaluating, is what a big rule set costs.
 
 Correlation rules run on sliding windows: for each event of the referenced rules, a window function
 over `RANGE BETWEEN timespan PRECEDING AND CURRENT ROW`, partitioned by the group-by fields, computes the
