@@ -156,23 +156,18 @@ class Detector:
                 f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
                 f"WHERE {selector.sql()} AND ({logsource})")
 
-    def candidate_groups(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]]
+    def candidate_groups(self, selector: Selector, groups: Sequence[tuple[str, list[CompiledRule]]]
                          ) -> list[tuple[str, list[CompiledRule]]]:
         """The groups narrowed to the rules that can match in the selected rows: of the log sources that have
         rows there, the rules one of whose necessary literals occurs, and those without literals. One query;
         empty groups are dropped (each group query costs its planning even over no rows)."""
-        groups = list(groups)
         if not groups:
             return []
         present = "[" + ", ".join(f"countIf({source}) > 0" for source, _ in groups) + "]"
-        if self._literals.literals:
-            sql = f"{self._literals.select_sql()}, {present} FROM events WHERE {selector.sql()}"
-            found_literals, has_rows = self.store.query(sql, selector.params(), settings=DETECTION_SETTINGS).rows[0]
-            found = self._literals.rules_found(found_literals)
-        else:
-            has_rows = self.store.query(f"SELECT {present} FROM events WHERE {selector.sql()}", selector.params(),
-                                        settings=DETECTION_SETTINGS).rows[0][0]
-            found = set()
+        found_literals, has_rows = self.store.query(
+            f"SELECT {self._literals.found_sql()}, {present} FROM events WHERE {selector.sql()}", selector.params(),
+            settings=DETECTION_SETTINGS).rows[0]
+        found = self._literals.rules_found(found_literals)
         narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
                     for (source, rules), rows in zip(groups, has_rows, strict=True) if rows]
         return [(source, rules) for source, rules in narrowed if rules]

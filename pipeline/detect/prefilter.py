@@ -33,7 +33,6 @@ from typing import Any
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
-    ConditionNOT,
     ConditionOR,
     ConditionValueExpression,
 )
@@ -71,9 +70,7 @@ def necessary(node: Any) -> Need | None:
     if isinstance(node, ConditionAND):
         found = [n for n in (necessary(arg) for arg in node.args) if n is not None]
         return min(found, key=_cost) if found else None
-    if isinstance(node, ConditionNOT):
-        return None
-    return None
+    return None  # NOT, and anything the derivation does not cover
 
 
 def longest_piece(value: SigmaString) -> str:
@@ -114,13 +111,15 @@ class LiteralIndex:
     literals: tuple[str, ...]
     owners: tuple[tuple[int, ...], ...]  # per literal, the positions of the rules that need it
 
-    def select_sql(self) -> str:
-        """The 1-based numbers of the literals some row contains."""
+    def found_sql(self) -> str:
+        """An aggregate: the 1-based numbers of the literals some row contains."""
+        if not self.literals:
+            return "CAST([], 'Array(UInt64)')"
         patterns = ", ".join(sql_string(hyperscan_literal(x)) for x in self.literals)
-        return f"SELECT groupUniqArrayArray(multiMatchAllIndices({self.haystack}, [{patterns}]))"
+        return f"groupUniqArrayArray(multiMatchAllIndices({self.haystack}, [{patterns}]))"
 
     def rules_found(self, found: Sequence[int]) -> set[int]:
-        """The positions of the rules one of whose literals is among `found` (the answer to `select_sql`)."""
+        """The positions of the rules one of whose literals is among `found` (the answer to `found_sql`)."""
         return {position for i in found for position in self.owners[i - 1]}
 
 
