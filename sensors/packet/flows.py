@@ -1,10 +1,10 @@
 """Bidirectional flow accounting over decoded batches, in columns.
 
 Flows are keyed by (VLAN, inner VLAN, protocol, both endpoints) with the endpoints in a canonical order
-(side a < side b), so both directions of a connection share one row. A batch is grouped by a 64-bit hash of
-that key (one sort), aggregated per group with numpy reductions (packets, bytes, TCP flag marks per side) and
-added to the table's columns; the only per-flow Python work is one dict lookup. Hash collisions inside a
-batch are detected and the batch is then grouped by the exact key instead.
+(side a < side b), so both directions of a connection share one row. Rows live in columns; an open-addressing
+hash index (linear probing, tombstones on release) finds a packet's row by its exact key. The per-packet work
+is one loop compiled with numba, so the table keeps up with the decoder at millions of packets per second
+where per-flow Python (a dict lookup, a tuple) would not.
 
 The originator is decided like Zeek does: the sender of the first packet, unless that packet is a SYN-ACK,
 or is not a SYN and goes from a likely server port to a non-server port. `conn_state` follows Zeek's
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from sensors.packet.decode import ICMP, ICMP6, TCP, UDP, Packets
 
@@ -31,9 +32,9 @@ _SERVER_PORTS[[1080, 1194, 1433, 1434, 1521, 1723, 1812, 1813, 2049, 2375, 2376,
                5060, 5061, 5222, 5353, 5355, 5432, 5671, 5672, 5900, 5985, 5986, 6379, 6443, 6881, 8000, 8008,
                8080, 8081, 8443, 8888, 9000, 9092, 9200, 9300, 11211, 27017]] = True
 
-_C = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-                             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB)]
 _KEY = ("vlan", "inner_vlan", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port")
+EMPTY, TOMBSTONE = -1, -2  # index entries that hold no slot
+MAX_LOAD = 0.5  # of the index: live entries + tombstones
 
 
 @dataclass
@@ -54,13 +55,19 @@ class Accounted:
 
 
 class FlowTable:
+    """Flow rows in columns (slot = row), found through an open-addressing hash index on the exact key.
+
+    The per-packet work — find or create the flow, add the packet to its counters — is one compiled loop
+    (`_account`); Python only grows the columns or rebuilds the index when the loop asks for it.
+    """
+
     def __init__(self, timeouts: Timeouts | None = None, capacity: int = 4096):
         self.timeouts = timeouts or Timeouts()
-        self.index: dict[tuple, int] = {}
-        self.free: list[int] = []
-        self.size = 0  # slots ever used
-        self.collisions = 0
+        # size: slots ever used; free_top: slots in `free`; used: index entries; tombstones: deleted entries
+        self.state = np.zeros(4, dtype=np.int64)
+        self.capacity = 0
         self._alloc(capacity)
+        self.index = np.full(_index_size(capacity), EMPTY, dtype=np.int64)
 
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, dtype: type, shape: tuple = ()) -> None:
@@ -72,145 +79,48 @@ class FlowTable:
 
         for name in _KEY:
             grow(name, np.uint64 if name.endswith(("_hi", "_lo")) else np.int64)
-        for name in ("first_us", "last_us", "first_number"):
+        for name in ("first_us", "last_us", "first_number", "free"):
             grow(name, np.int64)
         for name in ("orig_is_a", "active", "inspect"):
             grow(name, bool)
-        for name in ("pkts", "bytes", "ip_bytes"):
+        for name in ("pkts", "bytes", "ip_bytes", "marks", "tcp_flags"):
             grow(name, np.int64, (2,))
-        grow("marks", np.int64, (2,))
-        grow("tcp_flags", np.int64, (2,))
         self.capacity = capacity
 
     @property
+    def size(self) -> int:
+        return int(self.state[0])
+
+    @property
     def active_count(self) -> int:
-        return len(self.index)
+        return int(self.state[2])
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return (*(getattr(self, k) for k in _KEY), self.first_us, self.last_us, self.first_number, self.orig_is_a,
+                self.active, self.inspect, self.pkts, self.bytes, self.ip_bytes, self.marks, self.tcp_flags)
 
     # -- accounting ---------------------------------------------------------------------------------
 
     def account(self, p: Packets) -> Accounted:
         n = len(p)
-        swap = (p.src_hi > p.dst_hi) | ((p.src_hi == p.dst_hi) & (
-            (p.src_lo > p.dst_lo) | ((p.src_lo == p.dst_lo) & (p.sport > p.dport))))
-        cols = {
-            "vlan": p.vlan, "inner_vlan": p.inner_vlan, "proto": p.proto,
-            "a_hi": np.where(swap, p.dst_hi, p.src_hi), "a_lo": np.where(swap, p.dst_lo, p.src_lo),
-            "b_hi": np.where(swap, p.src_hi, p.dst_hi), "b_lo": np.where(swap, p.src_lo, p.dst_lo),
-            "a_port": np.where(swap, p.dport, p.sport), "b_port": np.where(swap, p.sport, p.dport),
-        }
-        side = (swap ^ p.reverse).astype(np.int64)  # 0: the packet travels a -> b
-        order, starts, group = self._group(cols, n)
-        first = order[starts]
-        ends = np.r_[starts[1:], n]
-        last = order[ends - 1]
+        slot = np.empty(n, dtype=np.int64)
+        from_orig = np.empty(n, dtype=bool)
+        packets = (p.vlan, p.inner_vlan, p.proto, p.src_hi, p.src_lo, p.dst_hi, p.dst_lo, p.sport, p.dport,
+                   p.reverse, p.flags, p.payload_len, p.ip_len, p.ts_us, p.number)
+        start = 0
+        while True:
+            start = _account(*packets, start, slot, from_orig, self.index, self.state, self.free, _SERVER_PORTS,
+                             *self._columns())
+            if start == n:
+                return Accounted(slot, from_orig)
+            # the loop stopped: a full table, or an index too loaded to take another entry
+            if self.size == self.capacity and not self.state[1]:
+                self._alloc(self.capacity * 2)
+            self._reindex()
 
-        s_side = side[order]
-        on_b = s_side.astype(bool)
-        pk_b = np.add.reduceat(s_side, starts)
-        pk_a = (ends - starts) - pk_b
-        marks = _marks(p.proto, p.flags, p.payload_len)[order]
-        size = p.payload_len[order]
-        ip_size = p.ip_len[order]
-        flags = p.flags[order]
-        zero = np.zeros_like(size)
-        per_side = {
-            "bytes": (np.add.reduceat(np.where(on_b, zero, size), starts),
-                      np.add.reduceat(np.where(on_b, size, zero), starts)),
-            "ip_bytes": (np.add.reduceat(np.where(on_b, zero, ip_size), starts),
-                         np.add.reduceat(np.where(on_b, ip_size, zero), starts)),
-            "marks": (np.bitwise_or.reduceat(np.where(on_b, zero, marks), starts),
-                      np.bitwise_or.reduceat(np.where(on_b, marks, zero), starts)),
-            "tcp_flags": (np.bitwise_or.reduceat(np.where(on_b, zero, flags), starts),
-                          np.bitwise_or.reduceat(np.where(on_b, flags, zero), starts)),
-        }
-        keys = list(zip(*(cols[k][first].tolist() for k in _KEY), strict=True))
-        get = self.index.get
-        slots = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        fresh = np.flatnonzero(slots < 0)
-        if len(fresh):
-            slots[fresh] = self._create(p, cols, side, first[fresh], [keys[i] for i in fresh])
-        self.pkts[slots, 0] += pk_a
-        self.pkts[slots, 1] += pk_b
-        for name, (a, b) in per_side.items():
-            column = getattr(self, name)
-            if name in ("marks", "tcp_flags"):
-                column[slots, 0] |= a
-                column[slots, 1] |= b
-            else:
-                column[slots, 0] += a
-                column[slots, 1] += b
-        self.last_us[slots] = np.maximum(self.last_us[slots], p.ts_us[last])
-        slot = slots[group]
-        slot_by_packet = np.empty(n, dtype=np.int64)
-        slot_by_packet[order] = slot
-        from_orig = (side == 0) == self.orig_is_a[slot_by_packet]
-        return Accounted(slot_by_packet, from_orig)
-
-    def _group(self, cols: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sort order, group starts and each sorted packet's group: by key hash, or by the exact key if two
-        keys share a hash."""
-        h = cols["vlan"].astype(np.uint64) * _C[0] ^ cols["inner_vlan"].astype(np.uint64) * _C[6]
-        h ^= cols["proto"].astype(np.uint64) * _C[1]
-        h ^= cols["a_hi"] * _C[2] ^ cols["a_lo"] * _C[3]
-        h ^= (cols["b_hi"] * _C[4]) ^ (cols["b_lo"] * _C[5])
-        h ^= (cols["a_port"].astype(np.uint64) << np.uint64(16) | cols["b_port"].astype(np.uint64)) * _C[6]
-        h ^= h >> np.uint64(31)
-        order = np.argsort(h, kind="stable")
-        hs = h[order]
-        change = np.empty(n, dtype=bool)
-        change[0] = True
-        np.not_equal(hs[1:], hs[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        group = np.cumsum(change) - 1
-        for name in _KEY:
-            sorted_col = cols[name][order]
-            if np.any(sorted_col != sorted_col[starts][group]):
-                self.collisions += 1
-                order = np.lexsort([cols[k] for k in reversed(_KEY)])
-                change[1:] = False
-                for k in _KEY:
-                    s = cols[k][order]
-                    change[1:] |= s[1:] != s[:-1]
-                return order, np.flatnonzero(change), np.cumsum(change) - 1
-        return order, starts, group
-
-    def _create(self, p: Packets, cols: dict[str, np.ndarray], side: np.ndarray, rows: np.ndarray,
-                keys: list[tuple]) -> np.ndarray:
-        count = len(rows)
-        reuse = min(count, len(self.free))
-        slots = [self.free.pop() for _ in range(reuse)]
-        if self.size + count - reuse > self.capacity:
-            self._alloc(max(self.capacity * 2, self.size + count))
-        slots.extend(range(self.size, self.size + count - reuse))
-        self.size += count - reuse
-        slots_arr = np.asarray(slots, dtype=np.int64)
-        for key, slot in zip(keys, slots, strict=True):
-            self.index[key] = slot
-        for name in _KEY:
-            getattr(self, name)[slots_arr] = cols[name][rows]
-        for name in ("pkts", "bytes", "ip_bytes", "marks", "tcp_flags"):
-            getattr(self, name)[slots_arr] = 0
-        proto, flags = p.proto[rows], p.flags[rows]
-        tcp = proto == TCP
-        synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK))
-        pure_syn = tcp & ((flags & (SYN | ACK)) == SYN)
-        # ports in the packet's own direction: the sender's and the receiver's
-        sender_port = np.where(p.reverse[rows], p.dport[rows], p.sport[rows])
-        receiver_port = np.where(p.reverse[rows], p.sport[rows], p.dport[rows])
-        looks_reversed = (~pure_syn & (proto != ICMP) & (proto != ICMP6)
-                          & _SERVER_PORTS[sender_port] & ~_SERVER_PORTS[receiver_port])
-        sender_is_a = side[rows] == 0
-        # ICMP: the (logical) requester originates, whichever packet came first
-        icmp = (proto == ICMP) | (proto == ICMP6)
-        requester_is_a = sender_is_a ^ p.reverse[rows]
-        orig_is_a = np.where(icmp, requester_is_a, np.where(synack | looks_reversed, ~sender_is_a, sender_is_a))
-        self.orig_is_a[slots_arr] = orig_is_a
-        self.first_us[slots_arr] = p.ts_us[rows]
-        self.last_us[slots_arr] = p.ts_us[rows]
-        self.first_number[slots_arr] = p.number[rows]
-        self.active[slots_arr] = True
-        self.inspect[slots_arr] = (proto == TCP) | (proto == UDP)
-        return slots_arr
+    def _reindex(self) -> None:
+        self.index = np.full(_index_size(self.capacity), EMPTY, dtype=np.int64)
+        _reindex(self.index, self.state, *self._columns()[:len(_KEY)], self.active)
 
     # -- expiry -------------------------------------------------------------------------------------
 
@@ -234,12 +144,8 @@ class FlowTable:
         return np.flatnonzero(self.active[:self.size])
 
     def release(self, slots: np.ndarray) -> None:
-        index = self.index
-        for key in zip(*(getattr(self, k)[slots].tolist() for k in _KEY), strict=True):
-            del index[key]
-        self.free.extend(slots.tolist())
-        self.active[slots] = False
-        self.inspect[slots] = False
+        _release(slots.astype(np.int64), self.index, self.state, self.free, *self._columns()[:len(_KEY)],
+                 self.active, self.inspect)
 
     # -- reading a flow -----------------------------------------------------------------------------
 
@@ -267,17 +173,148 @@ class FlowTable:
         return out
 
 
-def _marks(proto: np.ndarray, flags: np.ndarray, payload: np.ndarray) -> np.ndarray:
-    tcp = proto == TCP
-    syn = (flags & SYN) != 0
-    ack = (flags & ACK) != 0
-    marks = np.where(payload > 0, M_DATA, 0)
-    marks |= np.where(tcp & syn & ~ack, M_SYN, 0)
-    marks |= np.where(tcp & syn & ack, M_SYNACK, 0)
-    marks |= np.where(tcp & ((flags & FIN) != 0), M_FIN, 0)
-    marks |= np.where(tcp & ((flags & RST) != 0), M_RST, 0)
-    marks |= np.where(tcp & ack & ~syn, M_ACK, 0)
-    return marks
+# -- the compiled per-packet loop ------------------------------------------------------------------------
+
+_M = tuple(np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                                  0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB))
+_M0, _M1, _M2, _M3, _M4, _M5, _M6 = _M
+
+
+def _index_size(capacity: int) -> int:
+    return 1 << max(int(capacity / MAX_LOAD) - 1, 1).bit_length()
+
+
+@njit(cache=True, inline="always")
+def _hash(vlan, inner, proto, a_hi, a_lo, b_hi, b_lo, a_port, b_port):
+    h = np.uint64(vlan) * _M0 ^ np.uint64(inner) * _M6 ^ np.uint64(proto) * _M1
+    h ^= a_hi * _M2 ^ a_lo * _M3 ^ b_hi * _M4 ^ b_lo * _M5
+    h ^= (np.uint64(a_port) << np.uint64(16) | np.uint64(b_port)) * _M6
+    return h ^ (h >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _account(p_vlan, p_inner, p_proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, reverse, flags, payload_len,
+             ip_len, ts_us, number, start, slot_out, from_orig_out, index, state, free, server_ports,
+             vlan, inner, proto, a_hi, a_lo, b_hi, b_lo, a_port, b_port, first_us, last_us, first_number,
+             orig_is_a, active, inspect, pkts, nbytes, ip_bytes, marks, tcp_flags):
+    """Packets `start`..: each is added to its flow (created on its first packet). Returns where it stopped:
+    the batch's end, or the first packet whose new flow needs a bigger table or a rebuilt index."""
+    mask = np.uint64(len(index) - 1)
+    limit = len(index) * MAX_LOAD
+    capacity = len(vlan)
+    for i in range(start, len(p_vlan)):
+        sw = src_hi[i] > dst_hi[i] or (src_hi[i] == dst_hi[i] and (
+            src_lo[i] > dst_lo[i] or (src_lo[i] == dst_lo[i] and sport[i] > dport[i])))
+        kv, ki, kp = p_vlan[i], p_inner[i], p_proto[i]
+        if sw:  # the key's side a is the lower endpoint
+            ka_hi, ka_lo, ka_port = dst_hi[i], dst_lo[i], dport[i]
+            kb_hi, kb_lo, kb_port = src_hi[i], src_lo[i], sport[i]
+        else:
+            ka_hi, ka_lo, ka_port = src_hi[i], src_lo[i], sport[i]
+            kb_hi, kb_lo, kb_port = dst_hi[i], dst_lo[i], dport[i]
+        side = 1 if sw != reverse[i] else 0  # 0: the packet travels a -> b
+        j = np.int64(_hash(kv, ki, kp, ka_hi, ka_lo, kb_hi, kb_lo, ka_port, kb_port) & mask)
+        hole = -1
+        s = -1
+        while True:
+            e = index[j]
+            if e == EMPTY:
+                break
+            if e == TOMBSTONE:
+                if hole < 0:
+                    hole = j
+            elif (a_lo[e] == ka_lo and b_lo[e] == kb_lo and a_port[e] == ka_port and b_port[e] == kb_port
+                  and a_hi[e] == ka_hi and b_hi[e] == kb_hi and proto[e] == kp and vlan[e] == kv and inner[e] == ki):
+                s = e
+                break
+            j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+        pr = p_proto[i]
+        f = flags[i]
+        if s < 0:  # the flow's first packet
+            if state[1] == 0 and state[0] == capacity:
+                return i
+            if hole < 0 and state[2] + state[3] + 1 > limit:
+                return i
+            if state[1] > 0:
+                state[1] -= 1
+                s = free[state[1]]
+            else:
+                s = state[0]
+                state[0] += 1
+            if hole >= 0:
+                j = hole
+                state[3] -= 1
+            index[j] = s
+            state[2] += 1
+            vlan[s], inner[s], proto[s] = kv, ki, kp
+            a_hi[s], a_lo[s], b_hi[s], b_lo[s], a_port[s], b_port[s] = ka_hi, ka_lo, kb_hi, kb_lo, ka_port, kb_port
+            for x in range(2):
+                pkts[s, x] = nbytes[s, x] = ip_bytes[s, x] = marks[s, x] = tcp_flags[s, x] = 0
+            # the originator, like Zeek: the sender, unless this is a SYN-ACK or it looks like a server's reply
+            tcp = pr == TCP
+            synack = tcp and (f & (SYN | ACK)) == (SYN | ACK)
+            pure_syn = tcp and (f & (SYN | ACK)) == SYN
+            sender, receiver = (dport[i], sport[i]) if reverse[i] else (sport[i], dport[i])
+            icmp = pr in (ICMP, ICMP6)
+            looks_reversed = not pure_syn and not icmp and server_ports[sender] and not server_ports[receiver]
+            sender_is_a = side == 0
+            if icmp:  # the (logical) requester originates, whichever packet came first
+                orig_is_a[s] = sender_is_a != reverse[i]
+            else:
+                orig_is_a[s] = (not sender_is_a) if (synack or looks_reversed) else sender_is_a
+            first_us[s] = last_us[s] = ts_us[i]
+            first_number[s] = number[i]
+            active[s] = True
+            inspect[s] = tcp or pr == UDP
+        m = M_DATA if payload_len[i] > 0 else 0
+        if pr == TCP:
+            syn, ack = (f & SYN) != 0, (f & ACK) != 0
+            m |= (M_SYN if syn and not ack else 0) | (M_SYNACK if syn and ack else 0) | (
+                M_FIN if f & FIN else 0) | (M_RST if f & RST else 0) | (M_ACK if ack and not syn else 0)
+        pkts[s, side] += 1
+        nbytes[s, side] += payload_len[i]
+        ip_bytes[s, side] += ip_len[i]
+        marks[s, side] |= m
+        tcp_flags[s, side] |= f
+        if ts_us[i] > last_us[s]:
+            last_us[s] = ts_us[i]
+        slot_out[i] = s
+        from_orig_out[i] = (side == 0) == orig_is_a[s]
+    return len(p_vlan)
+
+
+@njit(cache=True, nogil=True)
+def _reindex(index, state, vlan, inner, proto, a_hi, a_lo, b_hi, b_lo, a_port, b_port, active):
+    mask = np.uint64(len(index) - 1)
+    used = 0
+    for s in range(state[0]):
+        if active[s]:
+            j = np.int64(_hash(vlan[s], inner[s], proto[s], a_hi[s], a_lo[s], b_hi[s], b_lo[s], a_port[s],
+                               b_port[s]) & mask)
+            while index[j] != EMPTY:
+                j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+            index[j] = s
+            used += 1
+    state[2] = used
+    state[3] = 0
+
+
+@njit(cache=True, nogil=True)
+def _release(slots, index, state, free, vlan, inner, proto, a_hi, a_lo, b_hi, b_lo, a_port, b_port, active,
+             inspect):
+    mask = np.uint64(len(index) - 1)
+    for s in slots:
+        j = np.int64(_hash(vlan[s], inner[s], proto[s], a_hi[s], a_lo[s], b_hi[s], b_lo[s], a_port[s],
+                           b_port[s]) & mask)
+        while index[j] != s:
+            j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+        index[j] = TOMBSTONE
+        state[2] -= 1
+        state[3] += 1
+        free[state[1]] = s
+        state[1] += 1
+        active[s] = False
+        inspect[s] = False
 
 
 def conn_state(proto: int, orig_marks: int, resp_marks: int, orig_bytes: int, resp_bytes: int,

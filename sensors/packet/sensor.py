@@ -162,7 +162,7 @@ class PacketSensor:
         if self._kernel_drops is not None:
             self.drops += self._kernel_drops()
         return {**self.decoder.stats.as_dict(), "drops": self.drops, "flows_active": self.flows.active_count,
-                "flow_hash_collisions": self.flows.collisions, "events": dict(self.events)}
+                "events": dict(self.events)}
 
     def publish_health(self) -> None:
         self._next_health = time.monotonic() + self.health_interval_s

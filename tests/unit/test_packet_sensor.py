@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
@@ -12,7 +13,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.utils import PcapNgWriter, wrpcap
 
-from sensors.packet.capture import LINKTYPE_ETHERNET, Batch, CaptureError, read_file
+from sensors.packet.capture import LINKTYPE_ETHERNET, PAD, Batch, CaptureError, read_file
 from sensors.packet.flows import conn_state
 from sensors.packet.sensor import PacketSensor
 from sensors.packet.stream import Stream
@@ -238,3 +239,71 @@ def test_packet_events_are_already_canonical() -> None:
     assert {e["source_type"] for e in events} >= {"packet_conn", "packet_http", "packet_dns"}
     for event in events:
         assert normalize(dict(event)) == event
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("nano", [False, True])
+def test_pcap_reader_both_byte_orders_and_resolutions_across_batches(tmp_path: Path, endian: str, nano: bool) -> None:
+    """The mapped reader against scapy's, in batches of 3 (so batch ends fall everywhere, the last one padded)."""
+    import struct
+
+    from scapy.utils import rdpcap
+
+    frames = [bytes(p) for p in _http_session() + _dns_pair()]
+    path = tmp_path / "t.pcap"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    with path.open("wb") as f:
+        f.write(struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
+        for i, frame in enumerate(frames):
+            frac = 123_456_789 if nano else 123_456
+            f.write(struct.pack(endian + "IIII", 1_700_000_000 + i, frac, len(frame), len(frame) + i) + frame)
+    batches = list(read_file(path, batch_packets=3))
+    assert [len(b) for b in batches] == [3, 3, 3, 2]
+    got = [(b.data[o:o + c], w, t) for b in batches
+           for o, c, w, t in zip(b.off.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.ts_us.tolist(), strict=True)]
+    assert [g[0] for g in got] == [bytes(p) for p in rdpcap(str(path))] == frames
+    assert [g[1] for g in got] == [len(f) + i for i, f in enumerate(frames)]
+    assert [g[2] for g in got] == [(1_700_000_000 + i) * 1_000_000 + 123_456 for i in range(len(frames))]
+    assert batches[-1].data[-PAD:] == bytes(PAD)
+
+
+def test_flow_table_under_churn_matches_a_reference() -> None:
+    """Many more flows than the table's first capacity, released and reopened between batches: every packet
+    lands in its own flow's counters, slots and index entries are reused, nothing is lost."""
+    from sensors.packet.decode import Packets
+    from sensors.packet.flows import FlowTable
+
+    rng = np.random.default_rng(7)
+    table = FlowTable(capacity=8)
+    reference: dict[tuple, list[int]] = {}
+    peak = 0
+    for _round in range(6):
+        n = 5000
+        a, b = rng.integers(1, 300, n).astype(np.uint64), rng.integers(1, 300, n).astype(np.uint64)
+        sport, dport = rng.integers(1, 5, n), rng.integers(1, 5, n)
+        size = rng.integers(0, 1500, n)
+        zero = np.zeros(n, dtype=np.int64)
+        p = Packets(b"", np.arange(n), np.arange(n) + 1, np.arange(n) * 10, size + 40, zero, zero, np.full(n, 17),
+                    np.zeros(n, dtype=np.uint64), a, np.zeros(n, dtype=np.uint64), b, sport, dport,
+                    np.zeros(n, dtype=bool), zero, zero, size + 28, size, zero, size)
+        acc = table.account(p)
+        for i in range(n):
+            ends = sorted([(int(a[i]), int(sport[i])), (int(b[i]), int(dport[i]))])
+            reference.setdefault(tuple(ends), [0, 0])
+            reference[tuple(ends)][0] += 1
+            reference[tuple(ends)][1] += int(size[i])
+        slots = table.all_active()
+        assert len(slots) == table.active_count == len(reference)
+        peak = max(peak, len(slots))
+        for flow in table.records(slots):
+            key = tuple(sorted([(int(flow["orig"][1]), flow["orig"][2]), (int(flow["resp"][1]), flow["resp"][2])]))
+            assert [sum(flow["pkts"]), sum(flow["bytes"])] == reference[key]
+        assert len(np.unique(acc.slot)) == len({tuple(sorted([(int(a[i]), int(sport[i])), (int(b[i]), int(dport[i]))]))
+                                                for i in range(n)})
+        # close half of the flows: their slots and index entries are reused by the next round
+        done = slots[rng.random(len(slots)) < 0.5]
+        for flow in table.records(done):
+            del reference[tuple(sorted([(int(flow["orig"][1]), flow["orig"][2]),
+                                        (int(flow["resp"][1]), flow["resp"][2])]))]
+        table.release(done)
+    assert table.size == peak  # freed slots are taken before new ones
