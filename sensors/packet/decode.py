@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+from numba import njit
 
 from sensors.packet.capture import (
     LINKTYPE_ETHERNET,
@@ -49,8 +50,6 @@ for _t, _r in _ICMP4_REPLY.items():
 for _t, _r in _ICMP6_REPLY.items():
     _REPLY_TO_REQUEST[1, _t] = _r
 
-_R4 = np.arange(4)
-_R8 = np.arange(8)
 
 
 @dataclass
@@ -106,16 +105,29 @@ class Packets:
         return self.data[start:start + int(self.pcap_len[row])]
 
 
+@njit(cache=True, nogil=True)
+def _be(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    """Big-endian unsigned integers of `width` bytes at each position (a gather numpy would do in width passes)."""
+    out = np.empty(len(pos), np.int64)
+    for i in range(len(pos)):
+        v = np.int64(0)
+        for k in range(width):
+            v = (v << 8) | buf[pos[i] + k]
+        out[i] = v
+    return out
+
+
 def _be16(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return (buf[pos].astype(np.int64) << 8) | buf[pos + 1]
+    return _be(buf, pos, 2)
 
 
 def _be32(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return buf[pos[:, None] + _R4].view(">u4")[:, 0].astype(np.int64)
+    return _be(buf, pos, 4)
 
 
 def _be64(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return buf[pos[:, None] + _R8].view(">u8")[:, 0].astype(np.uint64)
+    hi, lo = _be(buf, pos, 4).astype(np.uint64), _be(buf, pos + 4, 4).astype(np.uint64)
+    return hi << np.uint64(32) | lo
 
 
 class Decoder:

@@ -14,6 +14,7 @@ or is not a SYN and goes from a likely server port to a non-server port. `conn_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ _SERVER_PORTS[[1080, 1194, 1433, 1434, 1521, 1723, 1812, 1813, 2049, 2375, 2376,
                8080, 8081, 8443, 8888, 9000, 9092, 9200, 9300, 11211, 27017]] = True
 
 _KEY = ("vlan", "inner_vlan", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port")
+_PER_SIDE = ("pkts", "bytes", "ip_bytes", "marks", "tcp_flags")  # columns of shape (capacity, 2): side a, side b
 EMPTY, TOMBSTONE = -1, -2  # index entries that hold no slot
 MAX_LOAD = 0.5  # of the index: live entries + tombstones
 
@@ -83,7 +85,7 @@ class FlowTable:
             grow(name, np.int64)
         for name in ("orig_is_a", "active", "inspect"):
             grow(name, bool)
-        for name in ("pkts", "bytes", "ip_bytes", "marks", "tcp_flags"):
+        for name in _PER_SIDE:
             grow(name, np.int64, (2,))
         self.capacity = capacity
 
@@ -153,24 +155,34 @@ class FlowTable:
         """The flow's endpoints and counters from the originator's point of view."""
         return self.records(np.asarray([slot]))[0]
 
+    def columns(self, slots: np.ndarray) -> dict[str, list]:
+        """Flows as columns from the originator's point of view: `orig_hi`, `orig_lo`, `orig_port`, the same
+        for `resp`, `proto`, `vlan`, `inner_vlan`, `first_us`, `last_us`, `first_number`, and `orig_X`/`resp_X`
+        for X in pkts, bytes, ip_bytes, marks, tcp_flags."""
+        o = np.where(self.orig_is_a[slots], 0, 1)
+        r = 1 - o
+        a_is_orig = o == 0
+        cols: dict[str, list] = {name: getattr(self, name)[slots].tolist() for name in (
+            "proto", "vlan", "inner_vlan", "first_us", "last_us", "first_number")}
+        for end, pick_a in (("orig", a_is_orig), ("resp", ~a_is_orig)):
+            for field in ("hi", "lo", "port"):
+                cols[f"{end}_{field}"] = np.where(pick_a, getattr(self, f"a_{field}")[slots],
+                                                  getattr(self, f"b_{field}")[slots]).tolist()
+        for name in _PER_SIDE:
+            column = getattr(self, name)
+            cols[f"orig_{name}"] = column[slots, o].tolist()
+            cols[f"resp_{name}"] = column[slots, r].tolist()
+        return cols
+
     def records(self, slots: np.ndarray) -> list[dict[str, Any]]:
-        """`orig_resp` for many flows at once (one column read each, not one per flow)."""
-        cols = {name: getattr(self, name)[slots].tolist() for name in (
-            *_KEY, "orig_is_a", "first_us", "last_us", "first_number", "pkts", "bytes", "ip_bytes", "marks",
-            "tcp_flags")}
-        out = []
-        for i in range(len(slots)):
-            o, r = (0, 1) if cols["orig_is_a"][i] else (1, 0)
-            ends = ((cols["a_hi"][i], cols["a_lo"][i], cols["a_port"][i]),
-                    (cols["b_hi"][i], cols["b_lo"][i], cols["b_port"][i]))
-            out.append({
-                "orig": ends[o], "resp": ends[r], "proto": cols["proto"][i], "vlan": cols["vlan"][i],
-                "inner_vlan": cols["inner_vlan"][i], "first_us": cols["first_us"][i],
-                "last_us": cols["last_us"][i], "first_number": cols["first_number"][i],
-                **{name: (cols[name][i][o], cols[name][i][r]) for name in (
-                    "pkts", "bytes", "ip_bytes", "marks", "tcp_flags")},
-            })
-        return out
+        """`orig_resp` for many flows: endpoints as (addr hi, addr lo, port), counters as (orig, resp)."""
+        c = self.columns(slots)
+        return [{
+            "orig": (c["orig_hi"][i], c["orig_lo"][i], c["orig_port"][i]),
+            "resp": (c["resp_hi"][i], c["resp_lo"][i], c["resp_port"][i]),
+            **{name: c[name][i] for name in ("proto", "vlan", "inner_vlan", "first_us", "last_us", "first_number")},
+            **{name: (c[f"orig_{name}"][i], c[f"resp_{name}"][i]) for name in _PER_SIDE},
+        } for i in range(len(slots))]
 
 
 # -- the compiled per-packet loop ------------------------------------------------------------------------
@@ -319,7 +331,15 @@ def _release(slots, index, state, free, vlan, inner, proto, a_hi, a_lo, b_hi, b_
 
 def conn_state(proto: int, orig_marks: int, resp_marks: int, orig_bytes: int, resp_bytes: int,
                orig_pkts: int, resp_pkts: int) -> str:
-    """Zeek's conn_state from what each endpoint was seen sending."""
+    """Zeek's conn_state from what each endpoint was seen sending (byte and packet counts only as to whether
+    they are zero, so the few distinct inputs are remembered)."""
+    return _conn_state(proto, orig_marks, resp_marks, orig_bytes > 0, resp_bytes > 0, orig_pkts > 0,
+                       resp_pkts > 0)
+
+
+@lru_cache(maxsize=4096)
+def _conn_state(proto: int, orig_marks: int, resp_marks: int, orig_bytes: bool, resp_bytes: bool,
+                orig_pkts: bool, resp_pkts: bool) -> str:
     if proto == UDP:
         if orig_pkts:
             return "SF" if resp_pkts else "S0"

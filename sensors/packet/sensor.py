@@ -21,9 +21,9 @@ import numpy as np
 from sensors.health import health_event
 from sensors.packet.apps import FlowApp
 from sensors.packet.capture import Batch
-from sensors.packet.decode import ICMP, ICMP6, Decoder, Packets
+from sensors.packet.decode import Decoder, Packets
 from sensors.packet.events import EventFactory, community_id
-from sensors.packet.flows import SYN, FlowTable, Timeouts, conn_state
+from sensors.packet.flows import SYN, FlowTable, Timeouts
 from sensors.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -123,34 +123,22 @@ class PacketSensor:
         slots, cut = expired
         if not len(slots):
             return
-        for slot, flow, active_timeout in zip(slots.tolist(), self.flows.records(slots), cut.tolist(),
-                                              strict=True):
+        services, cids = [], []
+        for slot in slots.tolist():
             app = self.apps.pop(slot, None)
-            cid = ""
-            if app is not None:
-                app.finish()
-                if app.out:
-                    self._emit_app(slot, app)
-                cid = self.identity.pop(slot)[1]
-            self._conn(flow, app.service if app else "", reason or ("active_timeout" if active_timeout else "inactive"),
-                       cid)
+            if app is None:
+                services.append("")
+                cids.append("")
+                continue
+            app.finish()
+            if app.out:
+                self._emit_app(slot, app)
+            services.append(app.service)
+            cids.append(self.identity.pop(slot)[1])
+        reasons = [reason or ("active_timeout" if c else "inactive") for c in cut.tolist()]
+        for event in self.factory.conns(self.flows.columns(slots), services, reasons, cids):
+            self._emit(event, "conn")
         self.flows.release(slots)
-
-    def _conn(self, f: dict[str, Any], service: str, reason: str, cid: str = "") -> None:
-        proto = f["proto"]
-        state = conn_state(proto, f["marks"][0], f["marks"][1], f["bytes"][0], f["bytes"][1], f["pkts"][0],
-                           f["pkts"][1])
-        extra = {"orig_ip_bytes": str(f["ip_bytes"][0]), "resp_ip_bytes": str(f["ip_bytes"][1]),
-                 "flow_end_reason": reason}
-        if f["tcp_flags"][0] or f["tcp_flags"][1]:
-            extra.update(tcp_flags_ts=f"{f['tcp_flags'][0]:02x}", tcp_flags_tc=f"{f['tcp_flags'][1]:02x}")
-        if proto in (ICMP, ICMP6):
-            extra.update(icmp_type=str(f["orig"][2]), icmp_code=str(f["resp"][2]))
-        fields = {"duration": (f["last_us"] - f["first_us"]) / 1e6, "bytes_out": f["bytes"][0],
-                  "bytes_in": f["bytes"][1], "packets_out": f["pkts"][0], "packets_in": f["pkts"][1],
-                  "conn_state": state, "app_protocol": service, "extra": extra}
-        cid = cid or community_id(f["orig"], f["resp"], proto)
-        self._emit(self.factory.make("conn", f["first_us"], f, cid, fields, f["first_number"]), "conn")
 
     def _emit(self, event: dict[str, Any], kind: str) -> None:
         self.events[kind] += 1

@@ -307,3 +307,40 @@ def test_flow_table_under_churn_matches_a_reference() -> None:
                                         (int(flow["resp"][1]), flow["resp"][2])]))]
         table.release(done)
     assert table.size == peak  # freed slots are taken before new ones
+
+
+def test_conn_events_built_from_columns_equal_the_generic_event_factory() -> None:
+    """`EventFactory.conns` (the per-flow hot path) against `make("conn", ...)` on the same flows: TCP with
+    flags, UDP, ICMP (ports are type/code), VLAN-tagged, a flow with no reply (zero counters dropped)."""
+    from sensors.packet.events import EventFactory, community_id
+    from sensors.packet.flows import conn_state
+
+    packets = (_http_session() + _dns_pair() + [Ether() / IP(src=C, dst=S) / ICMP(type=8),
+                                                Ether() / IP(src=S, dst=C) / ICMP(type=0),
+                                                Ether() / Dot1Q(vlan=12) / IP(src=C, dst=S) / UDP(sport=5, dport=9)])
+    for i, p in enumerate(packets):
+        p.time = T0 + i * 0.01
+    sensor = PacketSensor(ListSink(), origin="test", metadata=False)
+    sensor.process(Batch.pack([(bytes(p), len(p), int(p.time * 1e6)) for p in packets], LINKTYPE_ETHERNET, 1))
+    slots = sensor.flows.all_active()
+    factory = EventFactory("s", "o")
+    n = len(slots)
+    fast = factory.conns(sensor.flows.columns(slots), ["http"] + [""] * (n - 1), ["inactive"] * n, [""] * n)
+    reference = []
+    for i, f in enumerate(sensor.flows.records(slots)):
+        extra = {"orig_ip_bytes": str(f["ip_bytes"][0]), "resp_ip_bytes": str(f["ip_bytes"][1]),
+                 "flow_end_reason": "inactive"}
+        if f["tcp_flags"][0] or f["tcp_flags"][1]:
+            extra.update(tcp_flags_ts=f"{f['tcp_flags'][0]:02x}", tcp_flags_tc=f"{f['tcp_flags'][1]:02x}")
+        if f["proto"] in (1, 58):
+            extra.update(icmp_type=str(f["orig"][2]), icmp_code=str(f["resp"][2]))
+        fields = {"duration": (f["last_us"] - f["first_us"]) / 1e6, "bytes_out": f["bytes"][0],
+                  "bytes_in": f["bytes"][1], "packets_out": f["pkts"][0], "packets_in": f["pkts"][1],
+                  "conn_state": conn_state(f["proto"], *f["marks"], *f["bytes"], *f["pkts"]),
+                  "app_protocol": "http" if i == 0 else "", "extra": extra}
+        cid = community_id(f["orig"], f["resp"], f["proto"])
+        reference.append(factory.make("conn", f["first_us"], f, cid, fields, f["first_number"]))
+    assert n == 4
+    assert fast == reference
+    assert {e["protocol"] for e in fast} == {"tcp", "udp", "icmp"}
+    assert any(e["extra"].get("vlan") == "12" for e in fast)
