@@ -151,9 +151,15 @@ class FlowTable:
 
     # -- reading a flow -----------------------------------------------------------------------------
 
-    def orig_resp(self, slot: int) -> dict[str, Any]:
-        """The flow's endpoints and counters from the originator's point of view."""
-        return self.records(np.asarray([slot]))[0]
+    def identity(self, slot: int) -> dict[str, Any]:
+        """What never changes in a flow: its endpoints as (addr hi, addr lo, port) from the originator's point of
+        view, protocol, VLANs, start (one flow: scalar reads, cheaper than `columns`)."""
+        a = (int(self.a_hi[slot]), int(self.a_lo[slot]), int(self.a_port[slot]))
+        b = (int(self.b_hi[slot]), int(self.b_lo[slot]), int(self.b_port[slot]))
+        orig, resp = (a, b) if self.orig_is_a[slot] else (b, a)
+        return {"orig": orig, "resp": resp, "proto": int(self.proto[slot]), "vlan": int(self.vlan[slot]),
+                "inner_vlan": int(self.inner_vlan[slot]), "first_us": int(self.first_us[slot]),
+                "first_number": int(self.first_number[slot])}
 
     def columns(self, slots: np.ndarray) -> dict[str, list]:
         """Flows as columns from the originator's point of view: `orig_hi`, `orig_lo`, `orig_port`, the same

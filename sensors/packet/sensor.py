@@ -96,7 +96,7 @@ class PacketSensor:
                 continue
             app = apps.get(s)
             if app is None:
-                flow = self.flows.orig_resp(s)
+                flow = self.flows.identity(s)
                 app = apps[s] = FlowApp(flow["proto"], flow["orig"][2], flow["resp"][2])
                 self.identity[s] = (flow, community_id(flow["orig"], flow["resp"], flow["proto"]))
             try:
