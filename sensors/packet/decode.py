@@ -105,31 +105,6 @@ class Packets:
         return self.data[start:start + int(self.pcap_len[row])]
 
 
-@njit(cache=True, nogil=True)
-def _be(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
-    """Big-endian unsigned integers of `width` bytes at each position (a gather numpy would do in width passes)."""
-    out = np.empty(len(pos), np.int64)
-    for i in range(len(pos)):
-        v = np.int64(0)
-        for k in range(width):
-            v = (v << 8) | buf[pos[i] + k]
-        out[i] = v
-    return out
-
-
-def _be16(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return _be(buf, pos, 2)
-
-
-def _be32(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return _be(buf, pos, 4)
-
-
-def _be64(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    hi, lo = _be(buf, pos, 4).astype(np.uint64), _be(buf, pos + 4, 4).astype(np.uint64)
-    return hi << np.uint64(32) | lo
-
-
 class Decoder:
     """Decodes batches; keeps the counters and the fragment reassembly state between them."""
 
@@ -151,214 +126,44 @@ class Decoder:
             out.append(self._decode(ip_batch, None))
         return [p for p in out if len(p)]
 
-    def _error(self, reason: str, mask: np.ndarray) -> None:
-        count = int(np.count_nonzero(mask))
-        if count:
-            self.stats.errors[reason] += count
-
     def _decode(self, batch: Batch, slow: list | None) -> Packets:
-        buf = batch.buf
-        off, caplen, n = batch.off, batch.caplen, len(batch)
-        number = batch.number if batch.number is not None else np.arange(batch.first, batch.first + n)
-        ok = np.ones(n, dtype=bool)
-        vlan = inner = np.zeros(n, dtype=np.int64)
-        lt = batch.linktype
-        if lt == LINKTYPE_ETHERNET:
-            ok &= caplen >= 14
-            self._error("truncated_link", ~ok)
-            etype = _be16(buf, off + 12)
-            l3 = np.full(n, 14, dtype=np.int64)
-            vlan = np.zeros(n, dtype=np.int64)
-            inner = np.zeros(n, dtype=np.int64)
-            for depth in range(2):
-                tagged = np.isin(etype, VLAN_TYPES)
-                if not tagged.any():
-                    break
-                vid = _be16(buf, off + l3) & 0xFFF
-                (vlan if depth == 0 else inner)[tagged] = vid[tagged]
-                etype = np.where(tagged, _be16(buf, off + l3 + 2), etype)
-                l3 = np.where(tagged, l3 + 4, l3)
-        elif lt == LINKTYPE_SLL:
-            ok &= caplen >= 16
-            self._error("truncated_link", ~ok)
-            etype, l3 = _be16(buf, off + 14), np.full(n, 16, dtype=np.int64)
-        elif lt == LINKTYPE_SLL2:
-            ok &= caplen >= 20
-            self._error("truncated_link", ~ok)
-            etype, l3 = _be16(buf, off), np.full(n, 20, dtype=np.int64)
-        elif lt == LINKTYPE_NULL:
-            ok &= caplen >= 4
-            self._error("truncated_link", ~ok)
-            family = np.maximum(buf[off].astype(np.int64), buf[off + 3])  # host byte order, either way
-            etype = np.where(family == 2, ETH_IPV4, np.where(np.isin(family, (10, 24, 28, 30)), ETH_IPV6, -1))
-            l3 = np.full(n, 4, dtype=np.int64)
-        elif lt in (LINKTYPE_RAW, LINKTYPE_RAW_OLD, LINKTYPE_IPV4, LINKTYPE_IPV6):
-            ok &= caplen >= 1
-            self._error("truncated_ip", ~ok)
-            version = buf[off] >> 4
-            etype = np.where(version == 4, ETH_IPV4, np.where(version == 6, ETH_IPV6, -1))
-            l3 = np.zeros(n, dtype=np.int64)
-            if batch.vlans is not None:
-                vlan, inner = batch.vlans
-        else:
+        n, lt = len(batch), batch.linktype
+        if lt not in _OWN_LINKTYPES:
             if slow is not None:
-                self._scapy(batch, np.arange(n), slow, vlan, inner)
+                self._scapy(batch, np.arange(n), slow, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
             else:
-                self._error("unsupported_linktype", ok)
+                self.stats.errors["unsupported_linktype"] += n
             return _empty(batch.data)
-        is4 = ok & (etype == ETH_IPV4)
-        is6 = ok & (etype == ETH_IPV6)
-        other = ok & ~is4 & ~is6
-        if other.any():
-            encapsulated = other & np.isin(etype, SCAPY_ETHERTYPES)
-            if encapsulated.any() and slow is not None:
-                self._scapy(batch, np.flatnonzero(encapsulated), slow, vlan, inner)
-            self.stats.non_ip += int(np.count_nonzero(other & ~encapsulated))
-        ip0 = off + l3
-        ver = buf[ip0] >> 4
-        bad_version = (is4 & (ver != 4)) | (is6 & (ver != 6))
-        self._error("bad_ip_version", bad_version)
-        is4 &= ~bad_version
-        is6 &= ~bad_version
-
-        proto = np.zeros(n, dtype=np.int64)
-        src_hi = np.zeros(n, dtype=np.uint64)
-        dst_hi = np.zeros(n, dtype=np.uint64)
-        src_lo = np.zeros(n, dtype=np.uint64)
-        dst_lo = np.zeros(n, dtype=np.uint64)
-        ip_len = np.zeros(n, dtype=np.int64)
-        l4 = np.zeros(n, dtype=np.int64)
-
-        if is4.any():
-            short = is4 & (caplen < l3 + 20)
-            self._error("truncated_ip", short)
-            is4 &= ~short
-            ihl = (buf[ip0] & 0xF).astype(np.int64) * 4
-            total = _be16(buf, ip0 + 2)
-            total = np.where(total == 0, caplen - l3, total)  # TSO captures leave it 0
-            bad = is4 & ((ihl < 20) | (total < ihl))
-            self._error("bad_ip_header", bad)
-            is4 &= ~bad
-            frag = _be16(buf, ip0 + 6) & 0x3FFF
-            fragment = is4 & (frag != 0) & (frag != 0x4000)  # MF set or offset > 0 (DF alone is fine)
-            if fragment.any():
-                self.stats.fragments += int(np.count_nonzero(fragment))
-                is4 &= ~fragment
-                if slow is not None:
-                    for row in np.flatnonzero(fragment):
-                        self.defrag.add_ipv4(batch, int(row), int(l3[row]), slow, int(vlan[row]), int(inner[row]))
-            proto = np.where(is4, buf[ip0 + 9], proto)
-            src_lo = np.where(is4, V4_MAPPED | _be32(buf, ip0 + 12).astype(np.uint64), src_lo)
-            dst_lo = np.where(is4, V4_MAPPED | _be32(buf, ip0 + 16).astype(np.uint64), dst_lo)
-            ip_len = np.where(is4, total, ip_len)
-            l4 = np.where(is4, l3 + ihl, l4)
-
-        if is6.any():
-            rows = np.flatnonzero(is6)
-            p = ip0[rows]
-            short = caplen[rows] < l3[rows] + 40
-            self._error("truncated_ip", short)
-            is6[rows[short]] = False
-            plen = _be16(buf, p + 4)
-            plen = np.where(plen == 0, caplen[rows] - l3[rows] - 40, plen)  # jumbogram
-            proto[rows] = buf[p + 6]
-            src_hi[rows], src_lo[rows] = _be64(buf, p + 8), _be64(buf, p + 16)
-            dst_hi[rows], dst_lo[rows] = _be64(buf, p + 24), _be64(buf, p + 32)
-            ip_len[rows] = plen + 40
-            l4[rows] = l3[rows] + 40
-            ext = is6 & np.isin(proto, tuple(IPV6_EXTENSIONS))
-            for row in np.flatnonzero(ext):
-                self._walk_ipv6(batch, int(row), int(l3[row]), proto, l4, is6, slow, vlan, inner)
-
-        ip = is4 | is6
-        self.stats.ip_packets += int(np.count_nonzero(ip))
-        ip_end = l3 + ip_len  # the datagram's end by its header
-        cap_end = np.minimum(ip_end, caplen)
-        sport = np.zeros(n, dtype=np.int64)
-        dport = np.zeros(n, dtype=np.int64)
-        flags = np.zeros(n, dtype=np.int64)
-        seq = np.zeros(n, dtype=np.int64)
-        payload = l4.copy()
-        reverse = np.zeros(n, dtype=bool)
-        l4p = off + l4
-
-        tcp = ip & (proto == TCP)
-        if tcp.any():
-            short = tcp & (cap_end < l4 + 20)
-            self._error("truncated_tcp", short)
-            tcp &= ~short
-            doff = (buf[l4p + 12] >> 4).astype(np.int64) * 4
-            bad = tcp & (doff < 20)
-            self._error("bad_tcp_header", bad)
-            tcp &= ~bad
-            ip &= ~(short | bad)
-            sport = np.where(tcp, _be16(buf, l4p), sport)
-            dport = np.where(tcp, _be16(buf, l4p + 2), dport)
-            seq = np.where(tcp, _be32(buf, l4p + 4), seq)
-            flags = np.where(tcp, buf[l4p + 13], flags)
-            payload = np.where(tcp, l4 + doff, payload)
-        udp = ip & (proto == UDP)
-        if udp.any():
-            short = udp & (cap_end < l4 + 8)
-            self._error("truncated_udp", short)
-            udp &= ~short
-            ip &= ~short
-            sport = np.where(udp, _be16(buf, l4p), sport)
-            dport = np.where(udp, _be16(buf, l4p + 2), dport)
-            payload = np.where(udp, l4 + 8, payload)
-        icmp = ip & (((proto == ICMP) & is4) | ((proto == ICMP6) & is6))
-        if icmp.any():
-            short = icmp & (cap_end < l4 + 4)
-            self._error("truncated_icmp", short)
-            icmp &= ~short
-            ip &= ~short
-            icmp_type = buf[l4p].astype(np.int64)
-            request = _REPLY_TO_REQUEST[is6.astype(np.int64), icmp_type]
-            reverse = icmp & (request >= 0)
-            sport = np.where(icmp, np.where(reverse, request, icmp_type), sport)
-            dport = np.where(icmp, buf[l4p + 1], dport)
-            payload = np.where(icmp, l4 + 8, payload)
-
-        rows = np.flatnonzero(ip)
-        # an ICMP reply is filed as if sent by the requester: swap its addresses, mark it reverse
-        s_hi, s_lo = np.where(reverse, dst_hi, src_hi), np.where(reverse, dst_lo, src_lo)
-        d_hi, d_lo = np.where(reverse, src_hi, dst_hi), np.where(reverse, src_lo, dst_lo)
-        payload_len = np.maximum(ip_end - payload, 0)
-        pcap_len = np.maximum(cap_end - payload, 0)
-        return Packets(batch.data, rows, number[rows], batch.ts_us[rows], batch.wirelen[rows], vlan[rows],
-                       inner[rows], proto[rows], s_hi[rows], s_lo[rows], d_hi[rows], d_lo[rows], sport[rows],
-                       dport[rows], reverse[rows], flags[rows], seq[rows], ip_len[rows], payload_len[rows],
-                       off[rows] + payload[rows], pcap_len[rows])
+        given = batch.vlans is not None
+        zero = np.zeros(0, dtype=np.int64)
+        h = _headers(batch.buf, batch.off, batch.caplen, lt, given, batch.vlans[0] if given else zero,
+                     batch.vlans[1] if given else zero, _REPLY_TO_REQUEST)
+        status, vlan, inner, l3, frag_at = h[0], h[1], h[2], h[3], h[4]
+        counts = np.bincount(status, minlength=len(_STATUS))
+        stats = self.stats
+        for code in np.flatnonzero(counts):
+            reason = _STATUS[code]
+            if reason.startswith(("truncated", "bad")):
+                stats.errors[reason] += int(counts[code])
+        stats.non_ip += int(counts[S_NON_IP])
+        stats.fragments += int(counts[S_FRAGMENT4] + counts[S_FRAGMENT6])
+        stats.ip_packets += int(counts[S_IP] + counts[_TRANSPORT_ERRORS].sum())
+        if slow is not None:
+            odd = np.flatnonzero((status == S_FRAGMENT4) | (status == S_FRAGMENT6) | (status == S_ENCAPSULATED))
+            for row in odd.tolist():  # packet order: fragments of one datagram reach the defragmenter in order
+                code, v, i = status[row], int(vlan[row]), int(inner[row])
+                if code == S_FRAGMENT4:
+                    self.defrag.add_ipv4(batch, row, int(l3[row]), slow, v, i)
+                elif code == S_FRAGMENT6:
+                    self.defrag.add_ipv6(batch, row, int(l3[row]), int(frag_at[row]), slow, v, i)
+                else:
+                    self._scapy(batch, np.asarray([row]), slow, vlan, inner)
+        rows = np.flatnonzero(status == S_IP)
+        number = batch.number if batch.number is not None else np.arange(batch.first, batch.first + n)
+        return Packets(batch.data, rows, number[rows], batch.ts_us[rows], batch.wirelen[rows],
+                       *(column[rows] for column in h[1:3]), *(column[rows] for column in h[5:]))
 
     # -- slow paths ------------------------------------------------------------------------------
-
-    def _walk_ipv6(self, batch: Batch, row: int, l3: int, proto: np.ndarray, l4: np.ndarray, is6: np.ndarray,
-                   slow: list | None, vlan: np.ndarray, inner: np.ndarray) -> None:
-        """Follow one packet's IPv6 extension headers to its transport header (or its fragment)."""
-        start = int(batch.off[row])
-        end = start + int(batch.caplen[row])
-        data = batch.data
-        nh, pos = int(proto[row]), start + l3 + 40
-        for _ in range(16):
-            if nh not in IPV6_EXTENSIONS:
-                proto[row], l4[row] = nh, pos - start
-                return
-            if pos + 8 > end:
-                break
-            if nh == 44:  # fragment header
-                offset_flags = struct.unpack_from(">H", data, pos + 2)[0]
-                if offset_flags & 0xFFF9:  # offset > 0 or more fragments: a real fragment
-                    self.stats.fragments += 1
-                    is6[row] = False
-                    if slow is not None:
-                        self.defrag.add_ipv6(batch, row, l3, pos - start, slow, int(vlan[row]), int(inner[row]))
-                    return
-                nh, pos = data[pos], pos + 8
-                continue
-            length = (data[pos + 1] + 2) * 4 if nh == 51 else (data[pos + 1] + 1) * 8
-            nh, pos = data[pos], pos + length
-        self.stats.errors["bad_ipv6_extension"] += 1
-        is6[row] = False
 
     def _scapy(self, batch: Batch, rows: np.ndarray, slow: list, vlan: np.ndarray, inner: np.ndarray) -> None:
         """Rare link types and encapsulations: let scapy find the IP layer."""
@@ -384,6 +189,205 @@ class Decoder:
                 continue
             slow.append((bytes(layer), int(batch.wirelen[row]), int(batch.ts_us[row]), batch.first + int(row),
                          int(vlan[row]), int(inner[row])))
+
+
+# -- the compiled header decoder -------------------------------------------------------------------------
+
+# what became of each packet of a batch
+_STATUS = ("ip", "non_ip", "encapsulated", "fragment4", "fragment6", "truncated_link", "truncated_ip",
+           "bad_ip_version", "bad_ip_header", "bad_ipv6_extension", "truncated_tcp", "bad_tcp_header",
+           "truncated_udp", "truncated_icmp")
+(S_IP, S_NON_IP, S_ENCAPSULATED, S_FRAGMENT4, S_FRAGMENT6, S_TRUNCATED_LINK, S_TRUNCATED_IP, S_BAD_IP_VERSION,
+ S_BAD_IP_HEADER, S_BAD_IPV6_EXTENSION, S_TRUNCATED_TCP, S_BAD_TCP_HEADER, S_TRUNCATED_UDP,
+ S_TRUNCATED_ICMP) = range(len(_STATUS))
+_TRANSPORT_ERRORS = np.asarray([S_TRUNCATED_TCP, S_BAD_TCP_HEADER, S_TRUNCATED_UDP, S_TRUNCATED_ICMP])
+_OWN_LINKTYPES = (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_RAW, LINKTYPE_RAW_OLD,
+                  LINKTYPE_IPV4, LINKTYPE_IPV6)
+_V6_EXTENSION = np.zeros(256, dtype=np.bool_)
+_V6_EXTENSION[list(IPV6_EXTENSIONS)] = True
+
+
+@njit(cache=True, inline="always")
+def _u16(buf, pos):
+    return (np.int64(buf[pos]) << 8) | buf[pos + 1]
+
+
+@njit(cache=True, inline="always")
+def _u32(buf, pos):
+    return (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | buf[pos + 3]
+
+
+@njit(cache=True, inline="always")
+def _u64(buf, pos):
+    return (np.uint64(_u32(buf, pos)) << np.uint64(32)) | np.uint64(_u32(buf, pos + 4))
+
+
+@njit(cache=True, nogil=True)
+def _headers(buf, off, caplen, linktype, vlans_given, vlan_in, inner_in, reply_to_request):
+    """Every packet of a batch through link layer -> IPv4/IPv6 (extension headers walked) -> TCP/UDP/ICMP.
+
+    Returns (status, vlan, inner vlan, l3 offset, IPv6 fragment header offset, proto, src hi, src lo, dst hi,
+    dst lo, sport, dport, reverse, flags, seq, ip_len, payload_len, payload offset in the buffer, payload bytes
+    captured); the last fourteen are those of `Packets`, filled where status is S_IP.
+    """
+    n = len(off)
+    status = np.zeros(n, np.int64)
+    vlan, inner = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    l3s, frag_at = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    proto, sport, dport = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    src_hi, src_lo = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
+    dst_hi, dst_lo = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
+    reverse = np.zeros(n, np.bool_)
+    flags, seq, ip_len = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    payload_len, poff, pcap_len = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i in range(n):
+        o, cap = off[i], caplen[i]
+        # link layer -> ethertype and where the IP header starts
+        if linktype == 1:  # Ethernet, up to two VLAN tags
+            if cap < 14:
+                status[i] = S_TRUNCATED_LINK
+                continue
+            etype, l3 = _u16(buf, o + 12), 14
+            for depth in range(2):
+                if etype != 0x8100 and etype != 0x88A8 and etype != 0x9100:
+                    break
+                vid = _u16(buf, o + l3) & 0xFFF
+                if depth == 0:
+                    vlan[i] = vid
+                else:
+                    inner[i] = vid
+                etype, l3 = _u16(buf, o + l3 + 2), l3 + 4
+        elif linktype == 113:  # Linux cooked
+            if cap < 16:
+                status[i] = S_TRUNCATED_LINK
+                continue
+            etype, l3 = _u16(buf, o + 14), 16
+        elif linktype == 276:  # Linux cooked v2
+            if cap < 20:
+                status[i] = S_TRUNCATED_LINK
+                continue
+            etype, l3 = _u16(buf, o), 20
+        elif linktype == 0:  # BSD loopback: address family in host byte order, either way
+            if cap < 4:
+                status[i] = S_TRUNCATED_LINK
+                continue
+            family = max(np.int64(buf[o]), np.int64(buf[o + 3]))
+            etype = ETH_IPV4 if family == 2 else (ETH_IPV6 if family in (10, 24, 28, 30) else -1)
+            l3 = 4
+        else:  # raw IP
+            if cap < 1:
+                status[i] = S_TRUNCATED_IP
+                continue
+            version = buf[o] >> 4
+            etype = ETH_IPV4 if version == 4 else (ETH_IPV6 if version == 6 else -1)
+            l3 = 0
+            if vlans_given:
+                vlan[i], inner[i] = vlan_in[i], inner_in[i]
+        l3s[i] = l3
+        if etype != ETH_IPV4 and etype != ETH_IPV6:
+            is_encapsulated = etype == 0x8847 or etype == 0x8848 or etype == 0x8864
+            status[i] = S_ENCAPSULATED if is_encapsulated else S_NON_IP
+            continue
+        ip0 = o + l3
+        v6 = etype == ETH_IPV6
+        if (buf[ip0] >> 4) != (6 if v6 else 4):
+            status[i] = S_BAD_IP_VERSION
+            continue
+        # network layer
+        if not v6:
+            if cap < l3 + 20:
+                status[i] = S_TRUNCATED_IP
+                continue
+            ihl = np.int64(buf[ip0] & 0xF) * 4
+            total = _u16(buf, ip0 + 2)
+            if total == 0:  # TSO captures leave it 0
+                total = cap - l3
+            if ihl < 20 or total < ihl:
+                status[i] = S_BAD_IP_HEADER
+                continue
+            frag = _u16(buf, ip0 + 6) & 0x3FFF
+            if frag != 0 and frag != 0x4000:  # MF set or offset > 0 (DF alone is fine)
+                status[i] = S_FRAGMENT4
+                continue
+            pr = np.int64(buf[ip0 + 9])
+            s_hi, s_lo = np.uint64(0), V4_MAPPED | np.uint64(_u32(buf, ip0 + 12))
+            d_hi, d_lo = np.uint64(0), V4_MAPPED | np.uint64(_u32(buf, ip0 + 16))
+            length, l4 = total, l3 + ihl
+        else:
+            if cap < l3 + 40:
+                status[i] = S_TRUNCATED_IP
+                continue
+            plen = _u16(buf, ip0 + 4)
+            if plen == 0:  # jumbogram
+                plen = cap - l3 - 40
+            pr = np.int64(buf[ip0 + 6])
+            s_hi, s_lo, d_hi, d_lo = _u64(buf, ip0 + 8), _u64(buf, ip0 + 16), _u64(buf, ip0 + 24), _u64(buf, ip0 + 32)
+            length, l4 = plen + 40, l3 + 40
+            if _V6_EXTENSION[pr]:  # follow extension headers to the transport
+                end, pos, walked = o + cap, o + l4, False
+                for _ in range(16):
+                    if not _V6_EXTENSION[pr]:
+                        walked = True
+                        break
+                    if pos + 8 > end:
+                        break
+                    if pr == 44:  # fragment header
+                        if _u16(buf, pos + 2) & 0xFFF9:  # offset > 0 or more fragments: a real fragment
+                            status[i] = S_FRAGMENT6
+                            frag_at[i] = pos - o
+                            break
+                        pr, pos = np.int64(buf[pos]), pos + 8
+                        continue
+                    size = (np.int64(buf[pos + 1]) + 2) * 4 if pr == 51 else (np.int64(buf[pos + 1]) + 1) * 8
+                    pr, pos = np.int64(buf[pos]), pos + size
+                if status[i] == S_FRAGMENT6:
+                    continue
+                if not walked:
+                    status[i] = S_BAD_IPV6_EXTENSION
+                    continue
+                l4 = pos - o
+        # transport layer
+        ip_end = l3 + length
+        cap_end = min(ip_end, cap)
+        l4p = o + l4
+        payload = l4
+        rev = False
+        if pr == TCP:
+            if cap_end < l4 + 20:
+                status[i] = S_TRUNCATED_TCP
+                continue
+            doff = np.int64(buf[l4p + 12] >> 4) * 4
+            if doff < 20:
+                status[i] = S_BAD_TCP_HEADER
+                continue
+            sport[i], dport[i] = _u16(buf, l4p), _u16(buf, l4p + 2)
+            seq[i], flags[i] = _u32(buf, l4p + 4), buf[l4p + 13]
+            payload = l4 + doff
+        elif pr == UDP:
+            if cap_end < l4 + 8:
+                status[i] = S_TRUNCATED_UDP
+                continue
+            sport[i], dport[i] = _u16(buf, l4p), _u16(buf, l4p + 2)
+            payload = l4 + 8
+        elif (pr == ICMP and not v6) or (pr == ICMP6 and v6):
+            if cap_end < l4 + 4:
+                status[i] = S_TRUNCATED_ICMP
+                continue
+            icmp_type = np.int64(buf[l4p])
+            request = reply_to_request[1 if v6 else 0, icmp_type]
+            rev = request >= 0  # a reply is filed as if sent by the requester
+            sport[i], dport[i] = (request if rev else icmp_type), buf[l4p + 1]
+            payload = l4 + 8
+        proto[i], reverse[i], ip_len[i] = pr, rev, length
+        if rev:
+            src_hi[i], src_lo[i], dst_hi[i], dst_lo[i] = d_hi, d_lo, s_hi, s_lo
+        else:
+            src_hi[i], src_lo[i], dst_hi[i], dst_lo[i] = s_hi, s_lo, d_hi, d_lo
+        payload_len[i] = max(ip_end - payload, 0)
+        pcap_len[i] = max(cap_end - payload, 0)
+        poff[i] = o + payload
+    return (status, vlan, inner, l3s, frag_at, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, reverse,
+            flags, seq, ip_len, payload_len, poff, pcap_len)
 
 
 def _empty(data: bytes) -> Packets:

@@ -344,3 +344,35 @@ def test_conn_events_built_from_columns_equal_the_generic_event_factory() -> Non
     assert fast == reference
     assert {e["protocol"] for e in fast} == {"tcp", "udp", "icmp"}
     assert any(e["extra"].get("vlan") == "12" for e in fast)
+
+
+@pytest.mark.parametrize("linktype", [1, 113, 276, 0, 101])
+def test_compiled_header_decoder_reads_only_inside_the_batch(linktype: int) -> None:
+    """The compiled decoder does not check bounds; its Python source does (numpy indexing raises). Run both on
+    mutated and cut packets of every framing the decoder reads itself: same answers, no read past the buffer."""
+    from sensors.packet.decode import _REPLY_TO_REQUEST, _headers
+
+    ip = [bytes(p[IP]) for p in _http_session() + _dns_pair() + [Ether() / IP(src=C, dst=S) / ICMP(type=0)]]
+    ip += [bytes(IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP() / b"x"),
+           bytes(IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=0, m=1) / UDP() / (b"x" * 40))]
+    framing = {1: lambda b: bytes(Ether() / Dot1Q(vlan=5)) + b if b[0] >> 4 == 4 else bytes(
+                   Ether(type=0x86DD))[:14] + b,
+               113: lambda b: bytes(14) + (b"\x08\x00" if b[0] >> 4 == 4 else b"\x86\xdd") + b,
+               276: lambda b: (b"\x08\x00" if b[0] >> 4 == 4 else b"\x86\xdd") + bytes(18) + b,
+               0: lambda b: (b"\x02" if b[0] >> 4 == 4 else b"\x1e") + bytes(3) + b,
+               101: lambda b: b}[linktype]
+    rng = random.Random(linktype)
+    packets = []
+    for _ in range(2000):
+        data = bytearray(framing(rng.choice(ip)))
+        for _ in range(rng.randrange(6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = data[:rng.randrange(len(data) + 1)]
+        packets.append((bytes(data), len(data), 0))
+    batch = Batch.pack(packets, linktype, 1)
+    zero = np.zeros(0, dtype=np.int64)
+    args = (batch.buf, batch.off, batch.caplen, linktype, False, zero, zero, _REPLY_TO_REQUEST)
+    compiled, checked = _headers(*args), _headers.py_func(*args)
+    for a, b in zip(compiled, checked, strict=True):
+        assert np.array_equal(a, b)
+    assert len(set(compiled[0].tolist())) > 4  # the mutations reached several outcomes, not one
