@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# grafana-client pulls niquests -> urllib3-future, whose wheel replaces urllib3 at every interpreter start
 	# (a .pth hook) and breaks requests (schemathesis); built from source with this switch both live side by side
-	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install -q --no-binary urllib3-future -e '.[test]'
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install -q --no-binary urllib3-future -e '.[test,bench]'
 	touch $@
 
 # Java and Maven run the local Kafka broker used by the integration tests; libpcap compiles the packet
