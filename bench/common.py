@@ -22,7 +22,7 @@ def make_events(n: int, seed: int = 7, start_ms: int = 1_714_550_400_000) -> lis
         category = _CATEGORIES[i % len(_CATEGORIES)]
         record = {
             "ts": start_ms + i * 3,
-            "event_id": event_id("bench", str(i), i),
+            "event_id": event_id("bench", f"{seed}/{i}", i),  # distinct per seed: batches never share ids
             "sensor": f"sensor-{i % 4}",
             "source_type": f"bench_{category}",
             "event_category": category,

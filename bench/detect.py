@@ -47,7 +47,7 @@ def windows_events(n: int, start_ms: int, seed: int = 11) -> list[dict]:
     for i in range(n):
         k = rng.randrange(len(IMAGES))
         out.append(normalize({
-            "ts": start_ms + i * 3, "event_id": event_id("bench-win", str(i), i), "sensor": "wef",
+            "ts": start_ms + i * 3, "event_id": event_id("bench-win", f"{seed}/{i}", i), "sensor": "wef",
             "source_type": "windows", "event_category": "process_creation", "host_name": f"pc-{rng.randrange(2000)}",
             "process_image": IMAGES[k], "process_command_line": f"\"{IMAGES[k]}\" {ARGS[k]} {rng.randrange(10**6)}",
             "process_parent_image": "C:\\Windows\\explorer.exe", "user_name": f"district\\u{rng.randrange(500)}",
