@@ -47,9 +47,9 @@ class CompiledRule:
     name: str = ""  # Sigma `name`, how correlation rules refer to it
     fields: tuple[str, ...] = ()  # schema fields / extra keys the condition reads (after mapping)
     alerts: bool = True  # False for rules that only feed correlations (Sigma `generate: false`)
-    # (field text SQL, literal) pairs one of which every match contains (pipeline/detect/prefilter.py);
-    # None: the condition must be evaluated on every row of its log source
-    needs: tuple[tuple[str, str], ...] | None = None
+    # clauses of (field text SQL, literal) pairs: every match contains a pair of each clause
+    # (pipeline/detect/prefilter.py); None: the condition must be evaluated on every row of its log source
+    needs: tuple[tuple[tuple[str, str], ...], ...] | None = None
 
     @property
     def sql(self) -> str:
@@ -159,12 +159,12 @@ def compile_sources(sources: dict[str, str]) -> RuleSet:
 
 
 def _single(backend: GanzhiClickHouseBackend, rule: SigmaRule, path: str) -> list[CompiledRule]:
-    needs: list[tuple[tuple[str, str], ...] | None] = []
+    needs: list[tuple[tuple[tuple[str, str], ...], ...] | None] = []
 
     def note_needs(_rule: Any, _format: Any, _index: int, condition: Any, result: Any) -> Any:
         if result is not None:  # one per converted condition, in the order of the queries
             need = necessary(condition.parsed)
-            needs.append(tuple(sorted(need)) if need is not None else None)
+            needs.append(tuple(tuple(sorted(clause)) for clause in need) if need is not None else None)
         return result
 
     backend.convert_rule(rule, callback=note_needs)  # applies the field-mapping pipeline to `rule` first

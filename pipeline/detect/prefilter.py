@@ -1,20 +1,22 @@
 """Necessary literals: a multi-pattern prefilter in front of each rule's exact SQL.
 
-For a rule condition, `necessary()` finds a set of (field, literal) pairs such that whenever the condition
-holds, at least one field contains its literal (compared lower-cased). Before running the rules over a set of
-rows, the engine asks which literals occur there at all — one query, one Hyperscan pass (`multiMatchAllIndices`)
-over every rule's literals — and then plans and runs only the rules one of whose
-literals occurred, plus those without literals. Why this pays: ClickHouse analyses and plans a query anew
-each time, and for the 1,415 Windows process-creation rules that alone takes ~9 s on this machine, whatever the
-number of rows; a live batch of ordinary activity holds the literals of a few percent of the rules. The
-exact conditions still decide, so results are those of the plain SQL (tests compare both on the SigmaHQ set).
+For a rule condition, `necessary()` finds clauses of (field, literal) pairs such that whenever the condition
+holds, each clause has a pair whose field contains its literal (compared lower-cased): a conjunction of
+alternatives. Before running the rules over a set of rows, the engine asks which literals occur there at all —
+one query, one Hyperscan pass (`multiMatchAllIndices`) over every rule's literals — and then plans and runs
+only the rules each of whose clauses had a literal occur, plus those without literals. Why this pays:
+ClickHouse analyses and plans a query anew each time, and for the 1,415 Windows process-creation rules that
+alone takes ~9 s on this machine, whatever the number of rows; a live batch of ordinary activity holds the
+literals of a few percent of the rules. The exact conditions still decide, so results are those of the plain
+SQL (tests compare both on the SigmaHQ set).
 
 Derivation, on the condition tree after field mapping:
 - a string match (equality, wildcard pattern, `|cased`) needs its longest wildcard-free piece in the field,
   an expansion of values (`|windash`, `|base64offset`) one of theirs;
 - a keyword needs its piece in `raw` or `message` (where the backend searches keywords);
-- OR needs the union of its branches' needs (any branch may be the one that holds);
-- AND needs what its most selective needy operand needs (it holds only if that operand does);
+- AND needs every clause of every operand (it holds only if they all do);
+- OR needs one clause: the union of each branch's most selective clause (any branch may be the one that
+  holds, and a branch that holds satisfies all its clauses);
 - NOT, regular expressions, CIDR, numbers, existence and field references need nothing derivable: a rule
   whose condition has such a branch under an OR gets no prefilter and is evaluated on every row.
 Literals are ASCII runs (a value's non-ASCII characters split it): the row's field is lower-cased with
@@ -40,13 +42,14 @@ from sigma.types import SigmaExpansion, SigmaNumber, SigmaString, SpecialChars
 
 from pipeline.detect.backend import Field, sql_string
 
-Need = frozenset[tuple[str, str]]  # (SQL expression of the field's text, lower-case literal)
+Need = frozenset[tuple[str, str]]  # alternatives: (SQL expression of the field's text, lower-case literal)
+Needs = tuple[Need, ...]  # clauses, all of which a match satisfies
 TEXT_KINDS = ("str", "lcstr", "strs", "extra")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 KEYWORD_FIELDS = ("`raw`", "`message`")
 
 
-def necessary(node: Any) -> Need | None:
+def necessary(node: Any) -> Needs | None:
     """What the condition needs (None: nothing derivable, evaluate it on every row)."""
     if isinstance(node, ConditionFieldEqualsValueExpression):
         field = Field(node.field)
@@ -55,21 +58,21 @@ def necessary(node: Any) -> Need | None:
         if field.kind not in TEXT_KINDS or not values or not all(isinstance(v, SigmaString) for v in values):
             return None
         pieces = [longest_piece(v) for v in values]
-        return frozenset((field.text(), piece) for piece in pieces) if all(pieces) else None
+        return (frozenset((field.text(), piece) for piece in pieces),) if all(pieces) else None
     if isinstance(node, ConditionValueExpression):
         value = node.value
         if isinstance(value, SigmaNumber):
             value = SigmaString(str(value))
         piece = longest_piece(value) if isinstance(value, SigmaString) else ""
-        return frozenset((f, piece) for f in KEYWORD_FIELDS) if piece else None
+        return (frozenset((f, piece) for f in KEYWORD_FIELDS),) if piece else None
     if isinstance(node, ConditionOR):
-        needs = [necessary(arg) for arg in node.args]
-        if not needs or any(n is None for n in needs):
+        branches = [necessary(arg) for arg in node.args]
+        if not branches or any(b is None for b in branches):
             return None
-        return frozenset().union(*needs)  # type: ignore[arg-type]
+        return (frozenset().union(*(min(b, key=_cost) for b in branches)),)  # type: ignore[arg-type]
     if isinstance(node, ConditionAND):
-        found = [n for n in (necessary(arg) for arg in node.args) if n is not None]
-        return min(found, key=_cost) if found else None
+        clauses = {c for n in (necessary(arg) for arg in node.args) if n is not None for c in n}
+        return tuple(sorted(clauses, key=_cost)) if clauses else None
     return None  # NOT, and anything the derivation does not cover
 
 
@@ -109,7 +112,8 @@ class LiteralIndex:
 
     haystack: str  # SQL: the lower-cased text of a row searched for the literals
     literals: tuple[str, ...]
-    owners: tuple[tuple[int, ...], ...]  # per literal, the positions of the rules that need it
+    owners: tuple[tuple[tuple[int, int], ...], ...]  # per literal: (rule position, clause number) it serves
+    clauses: tuple[int, ...]  # per rule position: how many clauses it has (0: no prefilter)
 
     def found_sql(self) -> str:
         """An aggregate: the 1-based numbers of the literals some row contains."""
@@ -119,17 +123,23 @@ class LiteralIndex:
         return f"groupUniqArrayArray(multiMatchAllIndices({self.haystack}, [{patterns}]))"
 
     def rules_found(self, found: Sequence[int]) -> set[int]:
-        """The positions of the rules one of whose literals is among `found` (the answer to `found_sql`)."""
-        return {position for i in found for position in self.owners[i - 1]}
+        """The positions of the rules each of whose clauses has a literal among `found` (the answer to
+        `found_sql`)."""
+        satisfied: dict[int, set[int]] = defaultdict(set)
+        for i in found:
+            for position, clause in self.owners[i - 1]:
+                satisfied[position].add(clause)
+        return {position for position, met in satisfied.items() if len(met) == self.clauses[position]}
 
 
-def literal_index(needs: Sequence[Need | tuple[tuple[str, str], ...] | None]) -> LiteralIndex:
-    owners: dict[str, set[int]] = defaultdict(set)
+def literal_index(needs: Sequence[Sequence[Sequence[tuple[str, str]]] | None]) -> LiteralIndex:
+    owners: dict[str, set[tuple[int, int]]] = defaultdict(set)
     fields: set[str] = set()
-    for position, need in enumerate(needs):
-        for field_sql, literal in need or ():
-            owners[literal].add(position)
-            fields.add(field_sql)
+    for position, clauses in enumerate(needs):
+        for number, clause in enumerate(clauses or ()):
+            for field_sql, literal in clause:
+                owners[literal].add((position, number))
+                fields.add(field_sql)
     # an `extra` key's value is found among all the map's values
     parts = sorted(f for f in fields if not f.startswith("extra["))
     if any(f.startswith("extra[") for f in fields):
@@ -137,4 +147,5 @@ def literal_index(needs: Sequence[Need | tuple[tuple[str, str], ...] | None]) ->
     joined = ", '\\n', ".join(parts)  # one line per field (a literal across two only adds a candidate)
     haystack = f"lowerUTF8(concat({joined}, ''))" if parts else "''"
     literals = tuple(sorted(owners))
-    return LiteralIndex(haystack, literals, tuple(tuple(sorted(owners[x])) for x in literals))
+    return LiteralIndex(haystack, literals, tuple(tuple(sorted(owners[x])) for x in literals),
+                        tuple(len(c or ()) for c in needs))

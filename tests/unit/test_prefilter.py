@@ -22,13 +22,14 @@ def _needs(detection: str, rule_id: str = "00000000-0000-0000-0000-000000000001"
     return ruleset.rules[0].needs
 
 
-def test_and_takes_its_most_selective_operand() -> None:
+def test_and_needs_a_literal_of_each_operand() -> None:
     needs = _needs("""  sel:
     CommandLine|contains: 'whoami'
     Image|endswith: '\\\\net.exe'
   condition: sel
 """)
-    assert needs == (("`process_image`", "\\net.exe"),)
+    # the most selective clause first
+    assert needs == ((("`process_image`", "\\net.exe"),), (("`process_command_line`", "whoami"),))
 
 
 def test_or_and_lists_take_the_union() -> None:
@@ -38,15 +39,16 @@ def test_or_and_lists_take_the_union() -> None:
     Image|endswith: ['\\\\psexec.exe', '\\\\paexec.exe']
   condition: a or b
 """)
-    assert needs == (("`process_command_line`", "hidden"), ("`process_image`", "\\paexec.exe"),
-                     ("`process_image`", "\\psexec.exe"))
+    # an OR branch gives its most selective clause ('hidden' over '-enc' of the |all)
+    assert needs == ((("`process_command_line`", "hidden"), ("`process_image`", "\\paexec.exe"),
+                      ("`process_image`", "\\psexec.exe")),)
 
 
 def test_wildcards_keep_the_longest_plain_piece() -> None:
     assert _needs("""  sel:
     CommandLine: '*a*certutil?*'
   condition: sel
-""") == (("`process_command_line`", "certutil"),)
+""") == ((("`process_command_line`", "certutil"),),)
 
 
 def test_nothing_derivable_means_no_prefilter() -> None:
@@ -68,21 +70,21 @@ def test_nothing_derivable_means_no_prefilter() -> None:
     assert _needs("""  sel:
     CommandLine|contains: '管理员admin组'
   condition: sel
-""") == (("`process_command_line`", "admin"),)
+""") == ((("`process_command_line`", "admin"),),)
     # ... while AND with a NOT still needs what its positive side needs
     assert _needs("""  a:
     Image|endswith: '\\\\cmd.exe'
   b:
     User: 'SYSTEM'
   condition: a and not b
-""") == (("`process_image`", "\\cmd.exe"),)
+""") == ((("`process_image`", "\\cmd.exe"),),)
 
 
 def test_keywords_need_the_raw_record_or_the_message() -> None:
     assert _needs("""  keywords:
     - 'mimikatz'
   condition: keywords
-""") == (("`message`", "mimikatz"), ("`raw`", "mimikatz"))
+""") == ((("`message`", "mimikatz"), ("`raw`", "mimikatz")),)
 
 
 def test_hyperscan_literals_are_escaped() -> None:
@@ -143,5 +145,19 @@ def test_expanded_values_take_the_union() -> None:
     CommandLine|windash|contains: '-encodedcommand'
   condition: sel
 """)
-    assert needs is not None and len(needs) >= 2
-    assert {literal for _, literal in needs} >= {"-encodedcommand", "/encodedcommand", "encodedcommand"}
+    assert needs is not None and len(needs) == 1 and len(needs[0]) >= 2
+    assert {literal for _, literal in needs[0]} >= {"-encodedcommand", "/encodedcommand", "encodedcommand"}
+
+
+def test_a_rule_is_a_candidate_only_when_each_clause_has_a_literal_found() -> None:
+    from pipeline.detect.prefilter import literal_index
+
+    f = "`process_command_line`"
+    index = literal_index([(((f, "whoami"),), ((f, "net.exe"), (f, "net1.exe"))),  # whoami AND (net or net1)
+                           (((f, "whoami"), (f, "certutil")),),  # whoami OR certutil
+                           None])  # no prefilter: never in the index, always run
+    number = {literal: i + 1 for i, literal in enumerate(index.literals)}
+    assert index.rules_found([number["whoami"]]) == {1}
+    assert index.rules_found([number["net1.exe"]]) == set()
+    assert index.rules_found([number["whoami"], number["net1.exe"]]) == {0, 1}
+    assert index.rules_found([number["certutil"], number["net.exe"]]) == {1}
