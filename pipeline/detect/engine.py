@@ -7,6 +7,8 @@ Single-event rules run as one scan per log source: every rule of that log source
 and the matching rule numbers are array-joined out, so N rules cost one pass, not N. Before that, one query
 says which necessary literals occur in the rows and which log sources have rows at all (prefilter.py): only
 the rules that can match are planned and run, since planning, not evaluating, is what a big rule set costs.
+Log sources left with few candidate rules then share one scan (each rule keeps its own log source in its
+condition), as every query also pays a fixed setup (for a live batch, reading its ids).
 
 Correlation rules run on sliding windows: for each event of the referenced rules, a window function
 over `RANGE BETWEEN timespan PRECEDING AND CURRENT ROW`, partitioned by the group-by fields, computes the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
@@ -125,6 +127,20 @@ def _entity(context: dict[str, str]) -> str:
     return ""
 
 
+SMALL_GROUP = 32  # candidate rules: groups this small share one scan (each query costs its planning and setup)
+
+
+def merge_small_groups(groups: list[tuple[str, list[CompiledRule]]]) -> list[tuple[str, list[CompiledRule]]]:
+    """Groups with few rules as one group: its log source is any of theirs, and each rule carries its own log
+    source into its condition, so every rule still sees exactly its own events."""
+    small = [(source, rules) for source, rules in groups if len(rules) <= SMALL_GROUP]
+    if len(small) < 2:
+        return groups
+    merged = [replace(rule, where=rule.sql) for _, rules in small for rule in rules]
+    either = " OR ".join(f"({source})" for source, _ in small)
+    return [(source, rules) for source, rules in groups if len(rules) > SMALL_GROUP] + [(either, merged)]
+
+
 class Detector:
     """A rule set bound to a store."""
 
@@ -170,7 +186,7 @@ class Detector:
         found = self._literals.rules_found(found_literals)
         narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
                     for (source, rules), rows in zip(groups, has_rows, strict=True) if rows]
-        return [(source, rules) for source, rules in narrowed if rules]
+        return merge_small_groups([(source, rules) for source, rules in narrowed if rules])
 
     def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
         referenced = [self._rule_by_id[rid] for rid in corr.rules]

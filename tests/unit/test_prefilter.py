@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.detect.compile import compile_sources
+from pipeline.detect.compile import CompiledRule, compile_sources
 from pipeline.detect.engine import Detector, Selector
 from pipeline.detect.prefilter import hyperscan_literal
 from pipeline.schema import event_id, normalize
@@ -161,3 +161,21 @@ def test_a_rule_is_a_candidate_only_when_each_clause_has_a_literal_found() -> No
     assert index.rules_found([number["net1.exe"]]) == set()
     assert index.rules_found([number["whoami"], number["net1.exe"]]) == {0, 1}
     assert index.rules_found([number["certutil"], number["net.exe"]]) == {1}
+
+
+def test_small_groups_share_one_scan_and_keep_their_log_sources() -> None:
+    from pipeline.detect.engine import SMALL_GROUP, merge_small_groups
+
+    def rule(n: int, source: str) -> CompiledRule:
+        return CompiledRule(rule_id=f"r{n}", title="t", level="high", tags=(), where=f"x = {n}", logsource=source,
+                            path="p")
+
+    big = [rule(100 + i, "source_type = 'windows'") for i in range(SMALL_GROUP + 1)]
+    groups = [("source_type = 'windows'", big), ("event_category = 'dns'", [rule(1, "event_category = 'dns'")]),
+              ("event_category = 'tls'", [rule(2, "event_category = 'tls'")])]
+    merged = merge_small_groups(groups)
+    assert merged[0] == groups[0]
+    source, rules = merged[1]
+    assert source == "(event_category = 'dns') OR (event_category = 'tls')"
+    assert [r.where for r in rules] == ["(event_category = 'dns') AND (x = 1)", "(event_category = 'tls') AND (x = 2)"]
+    assert merge_small_groups(groups[:2]) == groups[:2]  # one small group: nothing to merge
