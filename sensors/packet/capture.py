@@ -1,10 +1,9 @@
-"""Packet sources: pcap/pcapng files and live interfaces, read as batches for the vectorised decoder.
+"""Packet sources: pcap/pcapng files and live interfaces, read as batches for the compiled decoder.
 
-A `Batch` is one contiguous byte buffer with per-packet offsets, lengths and times, so the decoder can
-gather header bytes for thousands of packets with one numpy operation. Classic pcap files are mapped
-into memory and their record headers walked by a compiled loop (the hot path: no per-packet objects, no
-copies); pcapng files and live capture go
-through scapy (`RawPcapNgReader`, `conf.L2listen`), whose raw packets are packed into the same batches.
+A `Batch` is one contiguous byte buffer with per-packet offsets, lengths and times, so the decoder walks
+thousands of packets in one call. Classic pcap files are mapped into memory and their record headers walked
+by a compiled loop (the hot path: no per-packet objects, no copies); pcapng files and live capture go through
+scapy (`RawPcapNgReader`, `conf.L2listen`), whose raw packets are packed into the same batches.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""Batch packet decoding: link layer → IPv4/IPv6 → TCP/UDP/ICMP, one numpy operation per header field.
+"""Batch packet decoding: link layer → IPv4/IPv6 → TCP/UDP/ICMP, one compiled loop over a batch.
 
 `decode(batch)` returns a `Packets` table (one row per IP packet) and counts everything it could not use by
 reason, so a malformed packet is a number in the sensor's health event, never an exception. The common case
 — Ethernet (with up to two VLAN tags), Linux cooked, raw IP or BSD loopback framing, IPv4 without fragments,
-IPv6 without extension headers — is decoded for the whole batch at once. The rest takes the slow path, per
-packet in Python: IPv6 extension headers are walked, IPv4/IPv6 fragments reassembled (`Defragmenter`), and
-unusual link types and encapsulations (MPLS, PPPoE, 802.11, ...) dissected by scapy; what comes out of the
-slow path is decoded as a second, small batch of raw IP packets.
+IPv6 with its extension headers walked — is decoded by `_headers`, compiled with numba, which gives each
+packet a status. The rest takes the slow path, per packet in Python: IPv4/IPv6 fragments are reassembled
+(`Defragmenter`), unusual link types and encapsulations (MPLS, PPPoE, 802.11, ...) dissected by scapy; what
+comes out of the slow path is decoded as a second, small batch of raw IP packets. The compiled loop reads
+no byte past a packet's captured length except fixed-size link headers, which the batch's zero padding
+covers (a test runs it against its bounds-checked Python source).
 
 Addresses are kept as two uint64 halves of the IPv6 form (IPv4 mapped to ::ffff:a.b.c.d), matching the
 `IPv6` columns of the event store. For ICMP, ports are (type, code) as in Zeek's conn.log, and a reply type
