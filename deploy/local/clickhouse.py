@@ -63,7 +63,8 @@ class LocalClickHouse(ServerProcess):
             self.fifo.unlink()
         os.mkfifo(self.fifo)
         self._spawn([sys.executable, "-c", _SERVE, str(self.workdir)], self.workdir / "server.log")
-        wait_until(self._ready, timeout_s, f"ClickHouse (chDB) on port {self.tcp_port}", self.alive)
+        wait_until(self._ready, timeout_s, f"ClickHouse (chDB) on port {self.tcp_port}", self.alive,
+                   logs=(self.workdir / "server.log",))
         return self
 
     def _ready(self) -> bool:

@@ -113,7 +113,8 @@ class LocalKafka(ServerProcess):
             subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                            check=True, stdout=subprocess.DEVNULL)
         self._spawn(self._java("kafka.Kafka", str(props)), self.workdir / "stdout.log")
-        wait_until(self._ready, timeout_s, f"Kafka broker on port {self.port}", self.alive)
+        wait_until(self._ready, timeout_s, f"Kafka broker on port {self.port}", self.alive,
+                   logs=(self.workdir / "stdout.log", self.workdir / "kafka.log"))
         return self
 
     def _ready(self) -> bool:

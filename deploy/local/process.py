@@ -25,20 +25,32 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool]) -> None:
-    """Poll `check` until it is true; fail fast if the process died, or after timeout_s."""
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool],
+               logs: tuple[Path, ...] = ()) -> None:
+    """Poll `check` until it is true; fail fast if the process died, or after timeout_s. A failure quotes the
+    end of the server's `logs` and the machine's load, so a CI log says why the server did not come up."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if not alive():
-            raise RuntimeError(f"{what} exited during start-up")
+            raise RuntimeError(f"{what} exited during start-up{_diagnosis(logs)}")
         try:
             if check():
                 return
         except Exception as exc:  # not ready yet: connection refused, broker not elected, ...
             last_error = exc
         time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last_error})")
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last_error}){_diagnosis(logs)}")
+
+
+def _diagnosis(logs: tuple[Path, ...], lines: int = 30) -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    parts = [f"\nload average {load}"]
+    for path in logs:
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- last {len(tail)} lines of {path}:\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 class ServerProcess:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -35,6 +37,8 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 IDLE_REFRESH_S = 15.0  # a consumer with no partition this long refreshes metadata (see _refresh_if_idle)
 POSITION_TIMEOUT_MS = 2000  # lag and stall checks never block on a position lookup longer than this
 STALL_S = 25.0  # a consumer fed nothing this long while messages wait is rebuilt (see _reconnect_if_stalled)
+CONNECT_S = 20.0  # a consumer that is not built and subscribed this long is abandoned and built anew
+CONNECT_ATTEMPTS = 3
 
 
 _TRANSIENT = (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError, kafka_errors.BrokerNotAvailableError)
@@ -49,6 +53,45 @@ def _raise_as_bus_error(exc: Exception, what: str) -> None:
     if isinstance(exc, _TRANSIENT) or getattr(exc, "retriable", False):
         raise BusUnavailable(f"Kafka unreachable while {what}: {exc}") from exc
     raise BusError(f"Kafka error while {what}: {exc}") from exc
+
+
+class _NoAnswer(BusUnavailable):
+    """A client call that neither returned nor failed within its deadline."""
+
+
+def _bounded(call: Callable[[], Any], timeout_s: float, what: str, discard: Callable[[Any], None]) -> Any:
+    """`call()` in a helper thread, waiting at most timeout_s: kafka-python 3.0 waits for some answers without a
+    bound (the metadata fetch of `partitions_for_topic` waits on a future forever; a CI run saw a restarted
+    writer's fresh client sit silent after "Initializing connection" for over a minute). A result that arrives
+    after the deadline is handed to `discard` (closed), so an abandoned client never joins the group late."""
+    done = threading.Event()
+    state: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the caller below
+            state["error"] = exc
+            done.set()
+            return
+        with lock:
+            state["result"] = result
+            late = state.get("abandoned", False)
+        done.set()
+        if late:
+            with contextlib.suppress(Exception):
+                discard(result)
+
+    threading.Thread(target=run, name=f"ganzhi-{what.replace(' ', '-')}", daemon=True).start()
+    if not done.wait(timeout_s):
+        with lock:
+            if "result" not in state:
+                state["abandoned"] = True
+                raise _NoAnswer(f"Kafka client gave no answer within {timeout_s:.0f}s while {what}")
+    if "error" in state:
+        raise state["error"]
+    return state["result"]
 
 
 class KafkaBus(Bus):
@@ -239,6 +282,18 @@ class _KafkaConsumer(Consumer):
         self._unassigned_since = self._idle_since = time.monotonic()
 
     def _connect(self) -> KafkaConsumer:
+        """A new client, subscribed; one that hangs while being built is abandoned and built again."""
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                return _bounded(self._new_client, CONNECT_S, "connecting the consumer",
+                                discard=lambda c: c.close(autocommit=False))
+            except _NoAnswer as exc:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise
+                log.warning("%s; building a new client (attempt %d of %d)", exc, attempt + 1, CONNECT_ATTEMPTS)
+        raise AssertionError("unreachable")
+
+    def _new_client(self) -> KafkaConsumer:
         bus = self._bus
         try:
             consumer = KafkaConsumer(

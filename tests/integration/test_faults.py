@@ -79,7 +79,8 @@ def _wait(condition, timeout_s: float, what: str, log: Path | None = None) -> No
     while not condition():
         if time.monotonic() > deadline:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:]) if log else ""
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (load average {load})\n{tail}")
         time.sleep(0.5)
 
 

@@ -173,3 +173,39 @@ def test_a_stuck_consumer_is_rebuilt_and_the_backlog_flows(kafka_bus, unique_nam
         assert ids >= {e["event_id"] for e in events}
     finally:
         consumer.close()
+
+
+def test_a_consumer_whose_client_hangs_while_being_built_is_built_again(kafka_bus, unique_name,
+                                                                        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """kafka-python 3.0 waits for some metadata answers without a bound; a client that hangs while it is built
+    (here its first metadata fetch never returns) is abandoned after the deadline and built again."""
+    import pipeline.bus.kafka as kafka_module
+
+    events = make_events(500, seed="hang")
+    _publish(kafka_bus, events)
+    monkeypatch.setattr(kafka_module, "CONNECT_S", 3.0)
+    release = threading.Event()
+    hung = []
+    real = KafkaConsumer.partitions_for_topic
+
+    def first_call_hangs(self, topic):  # type: ignore[no-untyped-def]
+        if not hung:
+            hung.append(self)
+            release.wait(120)  # the hang: far beyond the deadline
+        return real(self, topic)
+
+    monkeypatch.setattr(KafkaConsumer, "partitions_for_topic", first_call_hangs)
+    started = time.monotonic()
+    consumer = kafka_bus.consumer([kafka_bus.topics.events], unique_name, "writer-hang")
+    try:
+        assert len(hung) == 1 and consumer._consumer is not hung[0], "the hung client was not replaced"
+        assert 3.0 <= time.monotonic() - started < 30
+        got: list = []
+        deadline = time.monotonic() + 60
+        while len(got) < len(events) and time.monotonic() < deadline:
+            for msg in consumer.poll(0.5, 100):
+                got.extend(msg.value.split(b"\n"))
+        assert {orjson.loads(line)["event_id"] for line in got} >= {e["event_id"] for e in events}
+    finally:
+        release.set()  # the abandoned client finishes building and is closed (discarded)
+        consumer.close()
