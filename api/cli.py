@@ -21,7 +21,7 @@ audit_app = typer.Typer(help="The hash-chained audit log: show, verify.", no_arg
 console = Console()
 
 
-def _audited(store: Store, action: str, target: str, detail: dict[str, object]) -> None:
+def audited(store: Store, action: str, target: str, detail: dict[str, object]) -> None:
     audit.AuditLog(store).append(f"cli:{getpass.getuser()}", "cli", action, target, "localhost", "ok", detail)
 
 
@@ -61,7 +61,7 @@ def user_add(
         user = save_user(store, name, role, org_unit, clearance)
     except AccountError as exc:
         raise UsageProblem(str(exc)) from None
-    _audited(store, "user add", name, {"role": role, "org_unit": org_unit, "clearance": clearance})
+    audited(store, "user add", name, {"role": role, "org_unit": org_unit, "clearance": clearance})
     console.print(f"user {user.name}: {user.role.value}, org unit {user.org_unit or '(all)'}, "
                   f"clearance {int(user.clearance)}")
 
@@ -88,7 +88,7 @@ def token_create(
         token_id, token, _ = create_token(store, user, days, description)
     except AccountError as exc:
         raise UsageProblem(str(exc)) from None
-    _audited(store, "token create", user, {"token_id": token_id, "days": days})
+    audited(store, "token create", user, {"token_id": token_id, "days": days})
     Console(stderr=True).print(f"token {token_id} for {user}, valid {days:g} days:")
     sys.stdout.write(token + "\n")
 
@@ -111,7 +111,7 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument()])
         revoke_token(store, token_id)
     except AccountError as exc:
         raise UsageProblem(str(exc)) from None
-    _audited(store, "token revoke", token_id, {})
+    audited(store, "token revoke", token_id, {})
     console.print(f"revoked {token_id}")
 
 

@@ -150,6 +150,11 @@ class RuleSetVersion(BaseModel):
     version: str
     created_at: int
     files: int
+    active: bool = Field(False, description="the version live detection runs (writers that follow activations)")
+
+
+class Activation(Strict):
+    reason: str = Field("", max_length=500, description="why (kept with the activation and in the audit log)")
 
 
 class ReplayIn(Strict):

@@ -6,6 +6,7 @@ in-process bus. `--kafka` / `--clickhouse` (or GANZHI_KAFKA / GANZHI_CLICKHOUSE)
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import signal
@@ -73,15 +74,19 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def _live_detection(store: Any, bus: Any, rules: list[str] | None, incidents: bool = False) -> Any:
     """Detection on each stored batch; `incidents` groups its alerts into incidents in this process too (the
-    embedded mode; with Kafka, `ganzhi incidents follow` does it from the alerts topic)."""
-    from pipeline.detect.live import LiveDetection
+    embedded mode; with Kafka, `ganzhi incidents follow` does it from the alerts topic). Without `rules` it runs
+    the active rule-set version (Ganzhi's pack until one is activated) and follows later activations."""
+    from pipeline.detect.live import LiveDetection, active_version
     from pipeline.incidents.correlate import GroupingPolicy, IncidentCorrelator
 
     store.ensure_schema()
-    ruleset = _ruleset(rules, store)
-    err.print(f"live detection: {ruleset.rule_count} rules, rule set {ruleset.version}")
+    follow = not rules
+    active = active_version(store) if follow else None
+    ruleset = _ruleset([active] if active else rules, store)
+    err.print(f"live detection: {ruleset.rule_count} rules, rule set {ruleset.version}"
+              + (" (follows activations)" if follow else " (pinned by --rules)"))
     on_alerts = IncidentCorrelator(store, GroupingPolicy.from_env()).process if incidents else None
-    return LiveDetection(store, bus, ruleset, on_alerts=on_alerts)
+    return LiveDetection(store, bus, ruleset, on_alerts=on_alerts, follow_active=follow)
 
 
 @app.command()
@@ -111,6 +116,7 @@ def ingest(
         enricher = open_enricher(settings)
         stats = Writer(bus, store, on_batch=live, enricher=enricher).run(threading.Event(), idle_exit_s=0.2)
         if live is not None:
+            live.close()
             err.print(f"detection: {live.stats.alerts_published} alert(s) published, "
                       f"{live.stats.alerts_suppressed} suppressed (`ganzhi alerts`)")
         store.close()
@@ -177,6 +183,7 @@ def writer(
     stats = w.run(stop)
     recorder.tick(force=True)  # the final counters
     if live is not None:
+        live.close()
         console.print(f"detection: {live.stats}")
     bus.close()
     store.close()
@@ -509,10 +516,41 @@ def rules_import(
 
 @rules_app.command("versions")
 def rules_versions(ctx: typer.Context) -> None:
-    """Rule-set versions recorded in the store (live detection records the one it runs)."""
+    """Rule-set versions recorded in the store (live detection records the one it runs) and which is active."""
+    from pipeline.detect.live import active_version
+
     store = open_store(_settings(ctx))
-    _show(store.query("SELECT version, min(created_at) AS first_used, length(mapKeys(any(files))) AS files "
-                      "FROM rulesets GROUP BY version ORDER BY first_used"), False)
+    store.ensure_schema()
+    active = active_version(store) or ""
+    _show(store.query("SELECT version, min(created_at) AS first_used, length(mapKeys(any(files))) AS files, "
+                      "version = {active:String} AS active FROM rulesets GROUP BY version ORDER BY first_used",
+                      {"active": active}), False)
+
+
+@rules_app.command("activate")
+def rules_activate(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="a stored rule-set version (`ganzhi rules versions`)")],
+    reason: Annotated[str, typer.Option(help="why: kept with the activation and in the audit log")] = "",
+) -> None:
+    """Make a stored version the one live detection runs; writers started without --rules switch within 30 s."""
+    from api.cli import audited
+    from pipeline.detect.compile import compile_sources
+    from pipeline.detect.live import activate_ruleset, load_ruleset_files
+
+    store = open_store(_settings(ctx))
+    store.ensure_schema()
+    if not _VERSION_RE.match(version):
+        raise UsageProblem(f"{version!r} is not a rule-set version (16 hex digits; `ganzhi rules versions`)")
+    files = load_ruleset_files(store, version)
+    if files is None:
+        raise UsageProblem(f"no rule set with version {version} in the store; `ganzhi rules versions` lists them")
+    compiled = compile_sources(files)
+    if not compiled.rules and not compiled.correlations:
+        raise UsageProblem(f"rule set {version} holds no rule that compiles here; not activated")
+    activate_ruleset(store, version, f"cli:{getpass.getuser()}", reason)
+    audited(store, "rules activate", version, {"reason": reason})
+    console.print(f"activated rule set {version} ({compiled.rule_count} rules); following writers switch within 30 s")
 
 
 @app.command()

@@ -1,8 +1,11 @@
-"""Rules and rule-set versions: list, get, enable/disable, upload (validated, makes a new version), and
-replay jobs: submit, status, report, diff against what live detection produced."""
+"""Rules and rule-set versions: list, get, enable/disable, upload (validated, makes a new version and activates
+it), activate a stored version (roll back or forward), and replay jobs: submit, status, report, diff against what
+live detection produced. "The current rule set" is the active version (the newest stored before any
+activation); writers that follow activations switch to it within 30 s."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,11 +19,19 @@ from api.deps import Admin, ApiState, App, Reader, Replayer, audit_detail, netwo
 from api.principal import Principal
 from pipeline.detect.compile import RuleSet, compile_sources
 from pipeline.detect.engine import Selector
-from pipeline.detect.live import disabled_rules, load_ruleset_files, save_ruleset, set_rule_enabled
+from pipeline.detect.live import (
+    activate_ruleset,
+    active_version,
+    disabled_rules,
+    load_ruleset_files,
+    save_ruleset,
+    set_rule_enabled,
+)
 from pipeline.detect.replay import replay
 
 router = APIRouter(tags=["rules"])
 MAX_REPLAY_S = 400 * 86400
+_VERSION = re.compile(r"^[0-9a-f]{16}$")
 _JOB_KINDS = {"job_id": "str", "status": "str", "submitted_by": "str", "ruleset_version": "str", "range_from": "ts",
               "range_to": "ts", "submitted_at": "ts", "finished_at": "ts", "report_hash": "str", "report": "str",
               "error": "str", "version": "u64"}
@@ -29,13 +40,16 @@ _JOB_COLUMNS = ("job_id, status, submitted_by, ruleset_version, toUnixTimestamp6
                 "toUnixTimestamp64Milli(finished_at) AS finished_at, report_hash, error")
 
 
-def newest_version(app: ApiState) -> str | None:
-    return app.store.query("SELECT version FROM rulesets ORDER BY created_at DESC, version LIMIT 1").scalar()
+def current_version(app: ApiState) -> str | None:
+    """The active version; before any activation the newest stored one (what a writer recorded)."""
+    return active_version(app.store) or app.store.query(
+        "SELECT version FROM rulesets ORDER BY created_at DESC, version LIMIT 1").scalar()
 
 
 def ruleset(app: ApiState, version: str | None = None) -> RuleSet:
-    """A stored rule-set version compiled (cached), the newest by default; the built-in pack if none is stored."""
-    version = version or newest_version(app)
+    """A stored rule-set version compiled (cached), the current one by default; the built-in pack if none is
+    stored."""
+    version = version or current_version(app)
     key = f"ruleset:{version}"
     if key not in app.cache:
         if version is None:
@@ -79,9 +93,26 @@ def list_rules(app: App, principal: Reader) -> list[dict[str, Any]]:
 
 @router.get("/rules/versions", response_model=list[schemas.RuleSetVersion])
 def versions(app: App, principal: Reader) -> list[dict[str, Any]]:
-    return app.store.query("SELECT version, toUnixTimestamp64Milli(min(created_at)) AS created_at, "
+    current = current_version(app)
+    rows = app.store.query("SELECT version, toUnixTimestamp64Milli(min(created_at)) AS created_at, "
                            "length(mapKeys(any(files))) AS files FROM rulesets GROUP BY version "
                            "ORDER BY created_at").dicts()
+    return [r | {"active": r["version"] == current} for r in rows]
+
+
+@router.post("/rules/versions/{version}/activate", response_model=schemas.RuleSetVersion,
+             summary="Make a stored rule-set version the one live detection runs (a rollback or roll-forward)")
+def activate(request: Request, app: App, principal: Admin, version: str,
+             body: schemas.Activation | None = None) -> dict[str, Any]:
+    reason = body.reason if body is not None else ""
+    if not _VERSION.match(version):
+        raise HTTPException(422, "version: a rule-set version is 16 hex digits (GET /api/v1/rules/versions)")
+    rules = ruleset(app, version)  # 404 when not stored; compiled and cached for the reads that follow
+    if not rules.rules and not rules.correlations:
+        raise HTTPException(422, f"rule-set version {version} holds no rule that compiles here")
+    activate_ruleset(app.store, version, principal.user, reason)
+    audit_detail(request, version=version, reason=reason)
+    return {"version": version, "created_at": int(time.time() * 1000), "files": len(rules.sources), "active": True}
 
 
 @router.get("/rules/{rule_id}", response_model=schemas.RuleDetail)
@@ -113,20 +144,23 @@ def disable_rule(request: Request, app: App, principal: Admin, rule_id: str) -> 
 def upload_rule(request: Request, app: App, principal: Admin, body: schemas.RuleUpload) -> dict[str, Any]:
     if ".." in body.path.split("/"):
         raise HTTPException(422, "path: no '..' components")
-    alone = compile_sources({body.path: body.yaml})
-    if alone.errors:
-        raise HTTPException(422, "rule not accepted: " + "; ".join(reason for _, reason in alone.errors))
-    if not alone.rules and not alone.correlations:
-        raise HTTPException(422, "the file holds no rule")
-    files = dict(ruleset(app).sources) | {body.path: body.yaml}
+    current = ruleset(app)
+    files = dict(current.sources) | {body.path: body.yaml}
+    # judged within the whole set, so a correlation may refer to rules of other files; only errors this file
+    # brings count (a rule of the current set that does not compile here must not block every upload)
     combined = compile_sources(files)
-    if combined.errors:
-        raise HTTPException(422, "the rule set with this file does not compile: "
-                            + "; ".join(f"{p}: {r}" for p, r in combined.errors))
+    known = set(current.errors)
+    new_errors = [(p, r) for p, r in combined.errors if (p, r) not in known]
+    if new_errors:
+        raise HTTPException(422, "rule not accepted: " + "; ".join(
+            r if p == body.path else f"{p}: {r}" for p, r in new_errors))
+    if not any(r.path == body.path for r in [*combined.rules, *combined.correlations]):
+        raise HTTPException(422, "the file holds no rule")
     save_ruleset(app.store, combined)
+    activate_ruleset(app.store, combined.version, principal.user, f"upload of {body.path}")
     app.cache[f"ruleset:{combined.version}"] = combined
     audit_detail(request, path=body.path, version=combined.version, bytes=len(body.yaml))
-    return {"version": combined.version, "created_at": int(time.time() * 1000), "files": len(files)}
+    return {"version": combined.version, "created_at": int(time.time() * 1000), "files": len(files), "active": True}
 
 
 # -- replay jobs --------------------------------------------------------------------------------------

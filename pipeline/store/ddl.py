@@ -141,7 +141,14 @@ ORDER BY suppression_id"""
     `files` Map(String, String) COMMENT 'path -> rule file text, so any version can be replayed later'
 ) ENGINE = ReplacingMergeTree
 ORDER BY version"""
-    return [hits, view, suppressions, rulesets]
+    activations = f"""CREATE TABLE IF NOT EXISTS {database}.ruleset_activations (
+    `activated_at` DateTime64(3, 'UTC'),
+    `version` String COMMENT 'the rule-set version live detection runs from then on',
+    `activated_by` String,
+    `reason` String
+) ENGINE = MergeTree
+ORDER BY activated_at"""
+    return [hits, view, suppressions, rulesets, activations]
 
 
 ALERT_HIT_KINDS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import orjson
 import pytest
 
 from api import audit
@@ -34,6 +35,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/events/export"): {W, A},
     ("GET", "/api/v1/rules"): EVERYONE,
     ("GET", "/api/v1/rules/versions"): EVERYONE,
+    ("POST", "/api/v1/rules/versions/{version}/activate"): {ADM},
     ("GET", "/api/v1/rules/{rule_id}"): EVERYONE,
     ("POST", "/api/v1/rules/{rule_id}/enable"): {ADM},
     ("POST", "/api/v1/rules/{rule_id}/disable"): {ADM},
@@ -101,7 +103,7 @@ def test_every_route_has_a_policy_and_it_is_enforced(api) -> None:  # type: igno
     alert = api.get("resp", "/api/v1/alerts").json()["items"][0]["alert_id"]
     fill = {"{incident_id}": incident, "{alert_id}": alert, "{rule_id}": "no-such-rule", "{job_id}": "nojob",
             "{path}": DEPT_A, "{name}": "nobody", "{token_id}": "0000000000000000", "{exclusion_id}": "x-none",
-            "{report_id}": "rep-none"}
+            "{report_id}": "rep-none", "{version}": "0000000000000000"}
     for (method, template), allowed in sorted(POLICY.items()):
         path = template
         for key, value in fill.items():
@@ -314,6 +316,39 @@ def test_rules_upload_enable_disable_and_replay_diff(api) -> None:  # type: igno
     diff = api.get("aud", f"/api/v1/replays/{job['job_id']}/diff").json()
     assert diff["only_replay"] and diff["both"] == diff["live_alerts"], diff  # the new rule's alerts are replay-only
     assert api.get("resp_a", "/api/v1/replays").status_code == 403
+
+
+def test_upload_is_judged_in_the_whole_set_and_activations_roll_back(api) -> None:  # type: ignore[no-untyped-def]
+    admin = api.headers("adm")
+    before = next(v for v in api.get("op", "/api/v1/rules/versions").json() if v["active"])["version"]
+    base = ("title: DNS to c-only\nid: 22222222-2222-3333-4444-555555555555\nname: dns_c_only\nstatus: test\n"
+            "logsource: {category: dns}\ndetection:\n  sel:\n    query: c-only.example.org\n  condition: sel\n"
+            "level: low\n")
+    first = api.client.post("/api/v1/rules", headers=admin, json={"path": "custom/c_only.yml", "yaml": base})
+    assert first.status_code == 201 and first.json()["active"], first.text
+    # a correlation in its own file referring to the rule of another file: accepted (judged in the whole set)
+    corr = ("title: Repeated c-only lookups\nid: 33333333-2222-3333-4444-555555555555\nstatus: test\n"
+            "correlation:\n  type: event_count\n  rules: [dns_c_only]\n  group-by: [src_ip]\n  timespan: 5m\n"
+            "  condition: {gte: 3}\nlevel: medium\n")
+    second = api.client.post("/api/v1/rules", headers=admin, json={"path": "custom/c_corr.yml", "yaml": corr})
+    assert second.status_code == 201, second.text
+    assert "33333333-2222-3333-4444-555555555555" in [r["rule_id"] for r in api.get("op", "/api/v1/rules").json()]
+    # a correlation naming a rule that exists nowhere: refused with the reason, nothing activated
+    dangling = corr.replace("dns_c_only", "no_such_rule").replace("33333333", "44444444")
+    refused = api.client.post("/api/v1/rules", headers=admin, json={"path": "custom/dangling.yml", "yaml": dangling})
+    assert refused.status_code == 422 and "no_such_rule" in refused.json()["error"], refused.text
+    versions = api.get("op", "/api/v1/rules/versions").json()
+    assert [v["version"] for v in versions if v["active"]] == [second.json()["version"]]
+    # roll back to the version before the uploads: the API's current rule set follows
+    back = api.client.post(f"/api/v1/rules/versions/{before}/activate", headers=admin, json={"reason": "rollback"})
+    assert back.status_code == 200 and back.json()["active"], back.text
+    assert "33333333-2222-3333-4444-555555555555" not in [r["rule_id"] for r in api.get("op", "/api/v1/rules").json()]
+    assert [v["version"] for v in api.get("op", "/api/v1/rules/versions").json() if v["active"]] == [before]
+    assert api.client.post("/api/v1/rules/versions/0123456789abcdef/activate", headers=admin).status_code == 404
+    assert api.client.post("/api/v1/rules/versions/not-a-version/activate", headers=admin).status_code == 422
+    audit = api.get("aud", "/api/v1/audit?limit=200").json()
+    records = audit["items"] if isinstance(audit, dict) else audit
+    assert any(before in orjson.dumps(r).decode() and "activate" in orjson.dumps(r).decode() for r in records)
 
 
 def _iso(t: float) -> str:

@@ -148,3 +148,23 @@ def test_situation_warnings_exposures_and_bulletin_commands(tmp_path: Path) -> N
     broken.write_text("triggers: [{id: a, level: 9, kind: index, scope: extranet, at_least: 1}]")
     checked = ganzhi(tmp_path, "warnings", "check", str(broken), check=False)
     assert checked.returncode == 2 and "level must be 1" in checked.stderr
+
+
+def test_rules_activate_makes_later_runs_follow_it(tmp_path: Path) -> None:
+    rules = tmp_path / "custom"
+    rules.mkdir()
+    (rules / "root.yml").write_text(
+        "title: Root logon attempt\nid: cccccccc-0000-0000-0000-000000000003\nstatus: test\n"
+        "logsource: {category: auth}\ndetection:\n  sel:\n    user_name: root\n  condition: sel\nlevel: low\n")
+    pinned = ganzhi(tmp_path, "ingest", str(SAMPLE), "--rules", str(rules))
+    assert "(pinned by --rules)" in pinned.stderr
+    version = pinned.stderr.split("rule set ", 1)[1].split()[0]
+    refused = ganzhi(tmp_path, "rules", "activate", "0123456789abcdef", check=False)
+    assert refused.returncode != 0 and "rules versions" in refused.stderr + refused.stdout
+    done = ganzhi(tmp_path, "rules", "activate", version, "--reason", "root logons matter")
+    assert f"activated rule set {version}" in done.stdout
+    assert version in ganzhi(tmp_path, "rules", "versions").stdout
+    following = ganzhi(tmp_path, "ingest", str(SAMPLE))
+    assert f"rule set {version} (follows activations)" in following.stderr
+    audit = ganzhi(tmp_path, "query", "--json", "SELECT action, target FROM audit_log").stdout
+    assert {"action": "rules activate", "target": version} in [orjson.loads(line) for line in audit.splitlines()]
