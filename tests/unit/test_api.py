@@ -3,6 +3,7 @@ and export route, masking, audit chain, injection attempts, rate and size limits
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import quote
 
 import orjson
@@ -274,6 +275,55 @@ def test_rate_limit_and_body_limit(embedded_store, tmp_path) -> None:  # type: i
         "/api/v1/rules", headers=limited.headers("adm") | {"Content-Type": "application/json"},
         content=b'{"path": "a.yml", "yaml": "' + b"x" * (2 * 1024 * 1024) + b'"}')
     assert big.status_code == 413 and "over" in big.json()["error"]
+
+
+class _GatedStore:
+    """The real store, but an event search waits at a gate while it is armed: a call that holds its slot."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self._store = store
+        self.armed, self.reached, self.release = False, threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._store, name)
+
+    def query(self, sql: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.armed and "FROM events" in sql:
+            self.reached.set()
+            assert self.release.wait(30)
+        return self._store.query(sql, *args, **kwargs)
+
+
+def test_reads_over_capacity_are_shed_changes_and_health_are_not(embedded_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    gated = _GatedStore(embedded_store)
+    api = seeded_app(gated, tmp_path, inflight=1, queue_ms=100)  # type: ignore[arg-type]
+    iid = _incident_id(api)
+    with TestClient(api.app, raise_server_exceptions=False) as client:  # one event loop, as under uvicorn
+        def get(user: str, path: str):  # type: ignore[no-untyped-def]
+            return client.get(path, headers=api.headers(user))
+
+        gated.armed = True
+        first: list = []
+        holder = threading.Thread(target=lambda: first.append(get("op", "/api/v1/events")))
+        holder.start()
+        try:
+            assert gated.reached.wait(30), "the first search never reached the store"
+            shed = get("op", "/api/v1/events?limit=5")
+            assert shed.status_code == 503 and shed.headers["Retry-After"] == "1" and "capacity" in shed.json()["error"]
+            assert get("resp", "/api/v1/incidents").status_code == 503, "every read waits for the same slots"
+            assert client.get("/healthz").status_code == 200
+            note = client.post(f"/api/v1/incidents/{iid}/notes", headers=api.headers("resp"),
+                               json={"text": "handled while dashboards load the API"})
+            assert note.status_code == 201, "a responder's change is never shed"
+        finally:
+            gated.release.set()
+            holder.join(30)
+        assert first and first[0].status_code == 200
+        gated.armed = False
+        assert get("op", "/api/v1/events?limit=5").status_code == 200
+    api.close()
 
 
 def test_errors_are_json_with_a_message(api) -> None:  # type: ignore[no-untyped-def]
