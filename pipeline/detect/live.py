@@ -7,15 +7,17 @@ here fails the batch: the writer retries it, so detection is at least once and �
 
 Which rules run: a writer started with explicit `--rules` runs those, pinned. Otherwise it follows the
 *active* rule-set version — the newest row of `ruleset_activations`, written when an admin uploads a rule or
-activates a stored version (a rollback) — and switches to a newly activated version within
-SUPPRESSION_REFRESH_S, without a restart: the new set is compiled in the background while the old one keeps
-running, then swapped between two batches. Every alert records the version that produced it.
+activates a stored version (a rollback) — and switches to a newly activated version without a restart: the
+first batch more than SUPPRESSION_REFRESH_S after the last look notices it, the new set is compiled in the
+background while the old one keeps running, and it is swapped in between two batches. Every alert records
+the version that produced it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +34,8 @@ from pipeline.store.base import Store
 from pipeline.store.ddl import ALERT_HIT_KINDS
 
 log = logging.getLogger(__name__)
-SUPPRESSION_REFRESH_S = 30.0
+# how often suppressions, rule switches and the active version are re-read (GANZHI_DETECT_REFRESH_S)
+SUPPRESSION_REFRESH_S = float(os.environ.get("GANZHI_DETECT_REFRESH_S", 30))
 
 
 def save_ruleset(store: Store, ruleset: RuleSet) -> None:
