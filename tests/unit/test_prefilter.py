@@ -64,11 +64,11 @@ def test_nothing_derivable_means_no_prefilter() -> None:
   condition: sel
 """) is None
     assert _needs("""  sel:
-    CommandLine|contains: '管理员'
+    CommandLine|contains: 'Администратор'
   condition: sel
-""") is None
+""") is None  # cased non-ASCII letters only: foldings may disagree on them
     assert _needs("""  sel:
-    CommandLine|contains: '管理员admin组'
+    CommandLine|contains: 'adminÉcole'
   condition: sel
 """) == ((("`process_command_line`", "admin"),),)
     # ... while AND with a NOT still needs what its positive side needs
@@ -80,6 +80,22 @@ def test_nothing_derivable_means_no_prefilter() -> None:
 """) == ((("`process_image`", "\\cmd.exe"),),)
 
 
+def test_caseless_characters_are_literals_too() -> None:
+    # CJK, emoji, symbols: no case forms, every folding leaves them as they are
+    assert _needs("""  sel:
+    CommandLine|contains: '管理员'
+  condition: sel
+""") == ((("`process_command_line`", "管理员"),),)
+    assert _needs("""  sel:
+    CommandLine|contains: '管理员Admin组'
+  condition: sel
+""") == ((("`process_command_line`", "管理员admin组"),),)
+    assert _needs("""  sel:
+    CommandLine|contains: ['🔥', '🛡️']
+  condition: sel
+""") == ((("`process_command_line`", "🔥"), ("`process_command_line`", "🛡")),)  # U+FE0F (Mn) splits
+
+
 def test_keywords_need_the_raw_record_or_the_message() -> None:
     assert _needs("""  keywords:
     - 'mimikatz'
@@ -89,6 +105,7 @@ def test_keywords_need_the_raw_record_or_the_message() -> None:
 
 def test_hyperscan_literals_are_escaped() -> None:
     assert hyperscan_literal("a.b\\c*d(") == "a\\x2eb\\x5cc\\x2ad\\x28"
+    assert hyperscan_literal("管理员🔥(") == "管理员🔥\\x28"
 
 
 def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
@@ -115,12 +132,17 @@ def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
     CommandLine|contains: '管理员Admin组'
   condition: sel
 """,
+        "r6.yml": HEAD.format(id="00000000-0000-0000-0000-000000000016") + """  sel:
+    CommandLine|contains: ['🔥burn', '‼️']
+  condition: sel
+""",
     }
     ruleset = compile_sources(rules)
     assert not ruleset.errors and all(r.needs for r in ruleset.rules)
     lines = ['"C:\\Windows\\System32\\CMD.EXE" /c whoami /all', "cmd /c echo 100% done", "x a_b y", "x aXb y",
              "copy C:\\TEMP\\X.EXE .", "copy C:\\TEMP\\Y.EXE .", "sekurlsa::logonpasswords # MimiKatz", "dir",
-             "net localgroup 管理员ADMIN组 u /add", "net localgroup 管理员admin u /add"]
+             "net localgroup 管理员ADMIN组 u /add", "net localgroup 管理员admin u /add", "echo 🔥BURN it",
+             "echo 🔥 burn", "echo \u203c\ufe0f done", "echo \u203c done"]
     events = []
     for i, line in enumerate(lines):
         for image in ("C:\\Windows\\System32\\cmd.exe", "C:\\x\\powershell.exe"):
@@ -135,8 +157,9 @@ def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
     assert filtered == plain
     per_rule = {rid: sum(1 for r, _ in plain if r == rid) for rid in (r.rule_id for r in ruleset.rules)}
     # r1: the CMD.EXE whoami line with the cmd.exe image; r2: 100%, a_b (not aXb), C:\TEMP\X.EXE, 2 images each;
-    # r3: extra IntegrityLevel HIGH on even lines; r4: the MimiKatz line, 2 images; r5: the 管理员ADMIN组 line
-    assert list(per_rule.values()) == [1, 6, 10, 2, 2], per_rule
+    # r3: extra IntegrityLevel HIGH on even lines; r4: the MimiKatz line, 2 images; r5: the 管理员ADMIN组 line;
+    # r6: 🔥BURN (case-insensitive after the emoji) and ‼️, 2 images each
+    assert list(per_rule.values()) == [1, 6, 14, 2, 2, 4], per_rule
 
 
 def test_expanded_values_take_the_union() -> None:
@@ -146,7 +169,9 @@ def test_expanded_values_take_the_union() -> None:
   condition: sel
 """)
     assert needs is not None and len(needs) == 1 and len(needs[0]) >= 2
-    assert {literal for _, literal in needs[0]} >= {"-encodedcommand", "/encodedcommand", "encodedcommand"}
+    # the Unicode dashes are caseless punctuation: part of their literal
+    assert {literal for _, literal in needs[0]} >= {"-encodedcommand", "/encodedcommand", "\u2013encodedcommand",
+                                                    "\u2014encodedcommand", "\u2015encodedcommand"}
 
 
 def test_a_rule_is_a_candidate_only_when_each_clause_has_a_literal_found() -> None:
