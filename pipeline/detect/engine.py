@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
 from pipeline.detect.prefilter import literal_index
-from pipeline.store.base import Store
+from pipeline.store.base import Store, in_array
 
 ALERT_WINDOW_MS = 3_600_000  # single-event hits of one rule on one entity within an hour form one alert
 ENTITY_FIELDS = ("src_ip", "host_name", "user_name", "dst_ip")
@@ -62,7 +62,7 @@ class Selector:
         where = (f"ts >= fromUnixTimestamp64Milli({{{prefix}lo_ms:Int64}}, 'UTC') "
                  f"AND ts < fromUnixTimestamp64Milli({{{prefix}hi_ms:Int64}}, 'UTC')")
         if self.event_ids is not None:
-            where += f" AND event_id IN {{{prefix}event_ids:Array(String)}}"
+            where += f" AND {in_array('event_id', f'{prefix}event_ids')}"
         return where
 
     def params(self, prefix: str = "") -> dict[str, Any]:

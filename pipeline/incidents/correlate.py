@@ -30,7 +30,7 @@ from pipeline.incidents.model import (
     now_ms,
     save_incidents,
 )
-from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store
+from pipeline.store.base import COLUMNS_BEFORE_ALIASES, Store, in_array
 
 GROUP_FIELDS = ("entity", "src_ip", "dst_ip", "host_name", "user_name", "src_asset", "dst_asset")
 CRITICAL_ASSET = 4
@@ -88,7 +88,7 @@ def _criticality(store: Store, alerts: Sequence[dict[str, Any]]) -> dict[str, in
     result = store.query(
         "SELECT event_id, greatest(src_criticality, dst_criticality) FROM events "
         "WHERE ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') AND ts <= fromUnixTimestamp64Milli({hi:Int64}, 'UTC') "
-        "AND event_id IN {ids:Array(String)}",
+        f"AND {in_array('event_id', 'ids')}",
         {"lo": min(a["first_seen"] for a in alerts), "hi": max(a["last_seen"] for a in alerts), "ids": ids})
     by_event = dict(result.rows)
     return {a["alert_id"]: max((by_event.get(e, 0) for e in a.get("event_ids", ())), default=0) for a in alerts}
@@ -149,7 +149,7 @@ class IncidentCorrelator:
         return result
 
     def _linked(self, alert_ids: list[str]) -> set[str]:
-        rows = self.store.query("SELECT alert_id FROM incident_alerts WHERE alert_id IN {ids:Array(String)}",
+        rows = self.store.query(f"SELECT alert_id FROM incident_alerts WHERE {in_array('alert_id', 'ids')}",
                                 {"ids": alert_ids}).rows
         return {r[0] for r in rows}
 

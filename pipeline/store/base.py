@@ -26,7 +26,14 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 # which measured 5x slower here (0.55 s vs 0.12 s per 100 k events); the writer already drops duplicates
 # inside a batch, and merges collapse the rest.
 INSERT_SETTINGS = {"max_partitions_per_insert_block": 1000, "optimize_on_insert": 0}
-ID_CHUNK = 20_000  # ids per existence query (see existing_event_ids)
+ID_CHUNK = 100_000  # ids per existence query: bounds one parameter's text (~3.5 MB)
+
+
+def in_array(column: str, param: str, ch_type: str = "String") -> str:
+    """`column` IN the array query parameter `param`, through a subquery: ClickHouse 26.9 builds a hash set from
+    it whatever its size, while a large array parameter right of IN turns into a per-row scan (measured: 50 k
+    ids over 100 k rows, 22.8 s instead of 0.2 s; 20 k ids 0.10 s either way). A live batch of 50 k events met it."""
+    return f"{column} IN (SELECT arrayJoin({{{param}:Array({ch_type})}}))"
 # Queries that return a time column as epoch ms under its own name (`toUnixTimestamp64Milli(ts) AS ts`) end with
 # this: ClickHouse would otherwise read `ts` in WHERE/ORDER BY as the alias, not the column.
 COLUMNS_BEFORE_ALIASES = "SETTINGS prefer_column_name_to_alias = 1"
@@ -115,12 +122,11 @@ class Store(ABC):
         self.insert_columns("deadletter", columns, kinds, dedup_token)
 
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of these ids are stored. Asked in chunks: past ~60 k elements an `IN` array parameter
-        turned from under a second into minutes (measured on ClickHouse 26.9: 50 k ids 0.8 s, 80 k 115 s)."""
+        """Which of these ids are stored (see `in_array` for why the set is a subquery)."""
         found: set[str] = set()
         for start in range(0, len(ids), ID_CHUNK):
             result = self.query(
-                f"SELECT DISTINCT event_id FROM {self.database}.events WHERE event_id IN {{ids:Array(String)}}",
+                f"SELECT DISTINCT event_id FROM {self.database}.events WHERE {in_array('event_id', 'ids')}",
                 {"ids": list(ids[start:start + ID_CHUNK])},
             )
             found.update(row[0] for row in result.rows)
