@@ -61,6 +61,15 @@ _LOG4J = """Configuration:
 """
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of 16 bytes) that does not start with '-': the storage tool would read
+    it as an option (a CI run failed so, 1 start in 64), which is why Kafka's own Uuid.randomUuid() skips them."""
+    while True:
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def libs_dir() -> Path:
     return Path(os.environ.get("GANZHI_KAFKA_LIBS", HERE / ".cache" / f"kafka-{KAFKA_VERSION}"))
 
@@ -109,7 +118,7 @@ class LocalKafka(ServerProcess):
         props.write_text(_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=log_dir))
         (self.workdir / "log4j2.yaml").write_text(_LOG4J.format(log_file=self.workdir / "kafka.log"))
         if not (log_dir / "meta.properties").exists():
-            cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                            check=True, stdout=subprocess.DEVNULL)
         self._spawn(self._java("kafka.Kafka", str(props)), self.workdir / "stdout.log")

@@ -130,3 +130,17 @@ def test_systemd_units_for_capture_hosts() -> None:
         _ganzhi_help([a for a in command[1:] if "%" not in a])
         assert service["Restart"] == "on-failure" and "EnvironmentFile" in service, unit.name
         assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_kraft_cluster_ids_never_start_with_a_dash(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """kafka-storage reads `-t -AEn...` as an option: a CI run's broker failed to format (1 start in 64)."""
+    import uuid
+
+    from deploy.local import kafka
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(drawn))
+    assert kafka.new_cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"  # the draw that encodes to '-AAAA...' is skipped
+    monkeypatch.undo()
+    ids = [kafka.new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
