@@ -22,6 +22,11 @@ def _needs(detection: str, rule_id: str = "00000000-0000-0000-0000-000000000001"
     return ruleset.rules[0].needs
 
 
+def _contains(value: str) -> object:
+    """What a rule needs whose one condition is `CommandLine|contains: <value>` (a YAML scalar or list)."""
+    return _needs(f"  sel:\n    CommandLine|contains: {value}\n  condition: sel\n")
+
+
 def test_and_needs_a_literal_of_each_operand() -> None:
     needs = _needs("""  sel:
     CommandLine|contains: 'whoami'
@@ -63,14 +68,8 @@ def test_nothing_derivable_means_no_prefilter() -> None:
     CommandLine|re: 'who.mi'
   condition: sel
 """) is None
-    assert _needs("""  sel:
-    CommandLine|contains: 'Администратор'
-  condition: sel
-""") is None  # cased non-ASCII letters only: foldings may disagree on them
-    assert _needs("""  sel:
-    CommandLine|contains: 'adminÉcole'
-  condition: sel
-""") == ((("`process_command_line`", "admin"),),)
+    assert _contains("'Администратор'") is None  # cased non-ASCII letters only: foldings may disagree on them
+    assert _contains("'adminÉcole'") == ((("`process_command_line`", "admin"),),)
     # ... while AND with a NOT still needs what its positive side needs
     assert _needs("""  a:
     Image|endswith: '\\\\cmd.exe'
@@ -82,18 +81,10 @@ def test_nothing_derivable_means_no_prefilter() -> None:
 
 def test_caseless_characters_are_literals_too() -> None:
     # CJK, emoji, symbols: no case forms, every folding leaves them as they are
-    assert _needs("""  sel:
-    CommandLine|contains: '管理员'
-  condition: sel
-""") == ((("`process_command_line`", "管理员"),),)
-    assert _needs("""  sel:
-    CommandLine|contains: '管理员Admin组'
-  condition: sel
-""") == ((("`process_command_line`", "管理员admin组"),),)
-    assert _needs("""  sel:
-    CommandLine|contains: ['🔥', '🛡️']
-  condition: sel
-""") == ((("`process_command_line`", "🔥"), ("`process_command_line`", "🛡")),)  # U+FE0F (Mn) splits
+    assert _contains("'管理员'") == ((("`process_command_line`", "管理员"),),)
+    assert _contains("'管理员Admin组'") == ((("`process_command_line`", "管理员admin组"),),)
+    # the emoji presentation selector U+FE0F (a combining mark) splits
+    assert _contains("['🔥', '🛡️']") == ((("`process_command_line`", "🔥"), ("`process_command_line`", "🛡")),)
 
 
 def test_keywords_need_the_raw_record_or_the_message() -> None:
