@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.detect.compile import VERSION_RE
+
 Level = Literal["informational", "low", "medium", "high", "critical"]
 Status = Literal["new", "acknowledged", "investigating", "contained", "resolved", "false_positive"]
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
@@ -158,7 +160,7 @@ class Activation(Strict):
 
 
 class ReplayIn(Strict):
-    ruleset_version: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="default: the newest")
+    ruleset_version: str | None = Field(None, pattern=VERSION_RE.pattern, description="default: the newest")
     since: str = Field(description="ISO 8601 start of the range")
     until: str = Field(description="ISO 8601 end of the range")
 

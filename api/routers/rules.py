@@ -5,7 +5,6 @@ activation); writers that follow activations switch to it within 30 s."""
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from api import schemas
 from api.deps import Admin, ApiState, App, Reader, Replayer, audit_detail, network_wide
 from api.principal import Principal
-from pipeline.detect.compile import RuleSet, compile_sources
+from pipeline.detect.compile import VERSION_RE, RuleSet, compile_sources
 from pipeline.detect.engine import Selector
 from pipeline.detect.live import (
     activate_ruleset,
@@ -31,7 +30,6 @@ from pipeline.detect.replay import replay
 
 router = APIRouter(tags=["rules"])
 MAX_REPLAY_S = 400 * 86400
-_VERSION = re.compile(r"^[0-9a-f]{16}$")
 _JOB_KINDS = {"job_id": "str", "status": "str", "submitted_by": "str", "ruleset_version": "str", "range_from": "ts",
               "range_to": "ts", "submitted_at": "ts", "finished_at": "ts", "report_hash": "str", "report": "str",
               "error": "str", "version": "u64"}
@@ -105,10 +103,10 @@ def versions(app: App, principal: Reader) -> list[dict[str, Any]]:
 def activate(request: Request, app: App, principal: Admin, version: str,
              body: schemas.Activation | None = None) -> dict[str, Any]:
     reason = body.reason if body is not None else ""
-    if not _VERSION.match(version):
+    if not VERSION_RE.match(version):
         raise HTTPException(422, "version: a rule-set version is 16 hex digits (GET /api/v1/rules/versions)")
     rules = ruleset(app, version)  # 404 when not stored; compiled and cached for the reads that follow
-    if not rules.rules and not rules.correlations:
+    if not rules.rule_count:
         raise HTTPException(422, f"rule-set version {version} holds no rule that compiles here")
     activate_ruleset(app.store, version, principal.user, reason)
     audit_detail(request, version=version, reason=reason)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -42,12 +41,11 @@ rules_app = typer.Typer(help="Sigma rules: convert, check, test, list, import, v
                          no_args_is_help=True)
 RulesOption = Annotated[list[str] | None, typer.Option(
     "--rules", help="rule file, folder or rule-set version (repeatable); default: Ganzhi's own pack")]
-VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 def load_rules(specs: list[str] | None, store: Any = None) -> Any:
     """Compile rules from paths, or fetch a stored rule-set version (a 16-hex content hash)."""
-    from pipeline.detect.compile import compile_rules, compile_sources
+    from pipeline.detect.compile import VERSION_RE, compile_rules, compile_sources
     from pipeline.detect.live import load_ruleset_files
     from rules import PACK
 
@@ -210,18 +208,15 @@ def rules_activate(
 ) -> None:
     """Make a stored version the one live detection runs; writers started without --rules switch within 30 s."""
     from api.cli import audited
-    from pipeline.detect.compile import compile_sources
-    from pipeline.detect.live import activate_ruleset, load_ruleset_files
+    from pipeline.detect.compile import VERSION_RE
+    from pipeline.detect.live import activate_ruleset
 
     store = open_store(_settings(ctx))
     store.ensure_schema()
     if not VERSION_RE.match(version):
         raise UsageProblem(f"{version!r} is not a rule-set version (16 hex digits; `ganzhi rules versions`)")
-    files = load_ruleset_files(store, version)
-    if files is None:
-        raise UsageProblem(f"no rule set with version {version} in the store; `ganzhi rules versions` lists them")
-    compiled = compile_sources(files)
-    if not compiled.rules and not compiled.correlations:
+    compiled = load_rules([version], store)
+    if not compiled.rule_count:
         raise UsageProblem(f"rule set {version} holds no rule that compiles here; not activated")
     activate_ruleset(store, version, f"cli:{getpass.getuser()}", reason)
     audited(store, "rules activate", version, {"reason": reason})

@@ -9,6 +9,7 @@ from anywhere are the same version, and one changed byte is a new one.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+VERSION_RE = re.compile(r"^[0-9a-f]{16}$")  # what ruleset_version makes
 
 
 def ruleset_version(sources: dict[str, str]) -> str:

@@ -173,7 +173,7 @@ class LiveDetection:
                       self.version)
             self._refused.add(wanted)
             return
-        if not ruleset.rules and not ruleset.correlations:
+        if not ruleset.rule_count:
             log.error("activated rule set %s holds no rule that compiles; live detection keeps %s", wanted,
                       self.version)
             self._refused.add(wanted)
