@@ -6,11 +6,15 @@
   necessary literals (pipeline/detect/prefilter.py) — vs the same scans without that prefilter, and vs the
   baseline of one query per rule (the published-converter way: what DESIGN.md measured at ~4,600 events/s),
   and vs pySigma's SQLite backend (bench/sqlite_baseline.py) over a subset of the same events;
-- live: event -> alert latency per batch at the given rate (batch = 1 s of events): insert + detection.
+- live: per batch of 1 s of events at the given rate, the time to insert it and detect over it, on the embedded
+  store and on a ClickHouse server (deploy/local; the production writer's path), where a batch's queries run
+  side by side, against the same detector running them one at a time (baseline, same batches, interleaved).
+  Paced: batches due one a second, each waiting for the one before (a real writer): the latency from a
+  batch's completion to its alerts, which grows without bound when a batch takes longer than a second.
 
 The query condition cache is off, so repeated scans do not flatter the numbers.
 Usage: python bench/detect.py [--events 200000] [--sqlite-events 10000] [--live-rate 50000] [--live-batches 10]
-                              [--record]
+                              [--no-server] [--record]
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import sqlite_baseline
 from bench.common import make_events, record_results
-from pipeline.detect.compile import DETECTION_SETTINGS, compile_rules
+from pipeline.detect.compile import DETECTION_SETTINGS, RuleSet, compile_rules
 from pipeline.detect.engine import Detector, Selector
 from pipeline.schema import event_id, normalize
 from pipeline.store.embedded import EmbeddedStore
+from pipeline.store.server import ServerStore
 from rules import PACK
 
 SIGMAHQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "sigma" / "sigmahq"
@@ -55,6 +60,63 @@ def windows_events(n: int, start_ms: int, seed: int = 11) -> list[dict]:
     return out
 
 
+def live_run(detectors: dict[str, Detector], args: argparse.Namespace, start: int) -> dict[str, list[float]]:
+    """Seconds per batch (insert + detect) for each detector; they take turns first on successive batches, so
+    none always meets a warmer cache. Every detector must find the same hits."""
+    store = next(iter(detectors.values())).store
+    seconds: dict[str, list[float]] = {name: [] for name in detectors}
+    names = list(detectors)
+    for b in range(args.live_batches):
+        batch = windows_events(args.live_rate // 2, start + b * 1000, seed=100 + b)
+        batch += make_events(args.live_rate - args.live_rate // 2, start_ms=start + b * 1000, seed=200 + b)
+        began = time.perf_counter()
+        store.insert_events(batch)
+        insert_s = time.perf_counter() - began
+        found = []
+        for name in names[b % len(names):] + names[:b % len(names)]:
+            began = time.perf_counter()
+            hits = detectors[name].run_live(Selector.batch(batch))
+            seconds[name].append(insert_s + time.perf_counter() - began)
+            found.append(sorted((h.rule_id, h.event_id) for h in hits))
+        assert all(f == found[0] for f in found), "detectors disagree on a live batch"
+    return seconds
+
+
+def live_line(label: str, seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    done = 0.0
+    paced = []
+    for i, s in enumerate(seconds):  # batch i complete at i s; processed after the previous one is done
+        done = max(done, float(i)) + s
+        paced.append(done - i)
+    paced.sort()
+    keeps_up = "keeps up" if p99 <= 1.0 else "falls behind: a batch takes longer than the second it covers"
+    return (f"live, {label}: insert + detect per batch p50 {statistics.median(ordered):.2f} s, p99 {p99:.2f} s; "
+            f"paced, batch complete -> alerts p99 {paced[min(len(paced) - 1, int(len(paced) * 0.99))]:.2f} s "
+            f"({keeps_up})")
+
+
+def server_live(ruleset: RuleSet, args: argparse.Namespace, start: int) -> list[str]:
+    from deploy.local.clickhouse import LocalClickHouse
+
+    with tempfile.TemporaryDirectory(prefix="ganzhi-bench-ch-") as tmp:
+        server = LocalClickHouse(Path(tmp)).start()
+        try:
+            store = ServerStore(server.url_for("bench_live"))
+            store.ensure_schema()
+            side_by_side, one_at_a_time = Detector(store, ruleset), Detector(store, ruleset)
+            one_at_a_time.parallel = 1
+            runs = live_run({"parallel": side_by_side, "serial": one_at_a_time}, args, start)
+            version = store.server_version()
+        finally:
+            server.stop()
+    p50 = {name: statistics.median(s) for name, s in runs.items()}
+    return [live_line(f"server {version}, a batch's queries side by side", runs["parallel"]),
+            live_line("server, the same queries one at a time (baseline)", runs["serial"]),
+            f"ratio p50 one at a time / side by side: {p50['serial'] / p50['parallel']:.2f}x"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
@@ -62,6 +124,7 @@ def main() -> None:
                         help="events for the SQLite baseline (one full scan per rule: keep it small)")
     parser.add_argument("--live-rate", type=int, default=50_000)
     parser.add_argument("--live-batches", type=int, default=10)
+    parser.add_argument("--no-server", action="store_true", help="skip the live run on a ClickHouse server")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
 
@@ -122,20 +185,12 @@ def main() -> None:
                      f"(the engine: {engine_subset_hits:,}; the backend's own semantics differ)")
         lines.append(f"ratio engine / pySigma SQLite: {len(events) / engine_s / sqlite_rate:.1f}x")
 
-        latencies = []
         start = t0 + 10 * 86_400_000
-        for b in range(args.live_batches):
-            batch = windows_events(args.live_rate // 2, start + b * 1000, seed=100 + b)
-            batch += make_events(args.live_rate - args.live_rate // 2, start_ms=start + b * 1000, seed=200 + b)
-            began = time.perf_counter()
-            store.insert_events(batch)
-            detector.run_live(Selector.batch(batch))
-            latencies.append(time.perf_counter() - began)
-        latencies.sort()
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        lines.append(f"live at {args.live_rate:,} events/s ({args.live_batches} one-second batches): insert + detect "
-                     f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s")
+        lines.append(f"live at {args.live_rate:,} events/s, {args.live_batches} one-second batches:")
+        lines.append(live_line("embedded chDB (one statement at a time)", live_run({"": detector}, args, start)[""]))
         store.close()
+    if not args.no_server:
+        lines.extend(server_live(ruleset, args, start))
 
     for line in lines:
         print(line)

@@ -24,14 +24,28 @@ firing and the group-by values. Re-running detection over the same rows yields t
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
 from pipeline.detect.prefilter import literal_index
 from pipeline.store.base import Store, in_array
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool for every detector of the process; tasks never wait on other tasks, so sharing cannot deadlock."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ganzhi-detect")
+        return _POOL
 
 ALERT_WINDOW_MS = 3_600_000  # single-event hits of one rule on one entity within an hour form one alert
 ENTITY_FIELDS = ("src_ip", "host_name", "user_name", "dst_ip")
@@ -148,6 +162,9 @@ class Detector:
         self.store = store
         self.ruleset = ruleset
         self.prefilter = prefilter  # False: every rule on every row of its log source (the plain SQL)
+        # a batch's queries are independent: a server runs them side by side (each one mostly uses one core)
+        self.parallel = getattr(store, "concurrent_queries", 1)
+        self._guess: list[tuple[str, list[CompiledRule]]] = []  # the candidate groups of the last live batch
         # rules that only feed correlations do not alert on their own (Sigma's `generate: false`)
         self.alerting = [r for r in ruleset.rules if r.alerts]
         self._rule_by_id = {r.rule_id: r for r in ruleset.rules}
@@ -175,18 +192,22 @@ class Detector:
     def candidate_groups(self, selector: Selector, groups: Sequence[tuple[str, list[CompiledRule]]]
                          ) -> list[tuple[str, list[CompiledRule]]]:
         """The groups narrowed to the rules that can match in the selected rows: of the log sources that have
-        rows there, the rules one of whose necessary literals occurs, and those without literals. One query;
-        empty groups are dropped (each group query costs its planning even over no rows)."""
+        rows there, the rules one of whose necessary literals occurs, and those without literals. Two queries,
+        side by side on a server; empty groups are dropped (each group query costs its planning even over no
+        rows). Groups are the caller's (not merged)."""
         if not groups:
             return []
         present = "[" + ", ".join(f"countIf({source}) > 0" for source, _ in groups) + "]"
-        found_literals, has_rows = self.store.query(
-            f"SELECT {self._literals.found_sql()}, {present} FROM events WHERE {selector.sql()}", selector.params(),
-            settings=DETECTION_SETTINGS).rows[0]
+        asked = [self._submit(self._one_row, f"SELECT {sql} FROM events WHERE {selector.sql()}", selector.params())
+                 for sql in (self._literals.found_sql, present)]
+        found_literals, has_rows = (f.result() for f in asked)
         found = self._literals.rules_found(found_literals)
         narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
                     for (source, rules), rows in zip(groups, has_rows, strict=True) if rows]
-        return merge_small_groups([(source, rules) for source, rules in narrowed if rules])
+        return [(source, rules) for source, rules in narrowed if rules]
+
+    def _one_row(self, sql: str, params: dict[str, Any]) -> Any:
+        return self.store.query(sql, params, settings=DETECTION_SETTINGS).scalar()
 
     def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
         referenced = [self._rule_by_id[rid] for rid in corr.rules]
@@ -214,22 +235,51 @@ class Detector:
 
     # -- running ---------------------------------------------------------------------------------------
 
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run now on this thread (serial stores) or on the shared pool; results are always read in order."""
+        if self.parallel > 1:
+            return _pool().submit(fn, *args)
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), as the pool would
+            done.set_exception(exc)
+        return done
+
     def run_rules(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]] | None = None
                   ) -> list[Hit]:
-        hits: list[Hit] = []
+        return [hit for f in self._submit_rules(selector, groups) for hit in f.result()]
+
+    def _submit_rules(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]] | None = None,
+                      speculate: bool = False) -> list[Future[Any]]:
+        """The group queries, submitted. With `speculate` (live batches on a server), the rules the previous batch
+        needed start before the prefilter has answered, and then only the rules it names beyond them: the
+        prefilter stops being a step every batch waits for. The hits are the same: a rule can only match a row
+        holding its necessary literals, so a rule the prefilter would have left out finds nothing."""
         groups = self.groups if groups is None else list(groups)
-        if self.prefilter:
-            groups = self.candidate_groups(selector, groups)
-        for logsource, rules in groups:
-            result = self.store.query(self.group_sql(logsource, rules, selector), selector.params(),
-                                      settings=DETECTION_SETTINGS)
-            for row in result.rows:
-                rule = rules[row[0]]
-                context = {name: row[3 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
-                entity = _entity(context)
-                window = row[2] - row[2] % ALERT_WINDOW_MS
-                hits.append(Hit(alert_id(rule.rule_id, entity, window), rule.rule_id, row[1], row[2], entity,
-                                window, context))
+        if not self.prefilter:
+            return [self._submit(self.run_group, source, rules, selector) for source, rules in groups]
+        guess = self._guess if speculate and self.parallel > 1 else []
+        early = [self._submit(self.run_group, source, rules, selector) for source, rules in merge_small_groups(guess)]
+        needed = self.candidate_groups(selector, groups)
+        if speculate:
+            self._guess = needed
+        guessed = {id(r) for _, rules in guess for r in rules}
+        rest = [(source, [r for r in rules if id(r) not in guessed]) for source, rules in needed]
+        return early + [self._submit(self.run_group, source, rules, selector)
+                        for source, rules in merge_small_groups([(s, r) for s, r in rest if r])]
+
+    def run_group(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> list[Hit]:
+        result = self.store.query(self.group_sql(logsource, rules, selector), selector.params(),
+                                  settings=DETECTION_SETTINGS)
+        hits = []
+        for row in result.rows:
+            rule = rules[row[0]]
+            context = {name: row[3 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
+            entity = _entity(context)
+            window = row[2] - row[2] % ALERT_WINDOW_MS
+            hits.append(Hit(alert_id(rule.rule_id, entity, window), rule.rule_id, row[1], row[2], entity,
+                            window, context))
         return hits
 
     def run_correlation(self, corr: CompiledCorrelation, fire: Selector) -> list[Hit]:
@@ -251,19 +301,22 @@ class Detector:
     def run(self, selector: Selector, correlation_fire: Selector | None = None) -> list[Hit]:
         """All hits of the rule set: single-event rules over `selector`, correlations firing in
         `correlation_fire` (default: the selector's time range)."""
-        hits = self.run_rules(selector)
         fire = correlation_fire or Selector(selector.lo_ms, selector.hi_ms)
-        for corr in self.ruleset.correlations:
-            hits.extend(self.run_correlation(corr, fire))
-        return hits
+        return self._gather(selector, [fire] * len(self.ruleset.correlations))
 
     def run_live(self, batch: Selector) -> list[Hit]:
         """A live batch: its rows for single-event rules; for correlations, every firing whose window can
         contain one of the batch's events (events up to one timespan after the batch's newest)."""
-        hits = self.run_rules(batch)
-        for corr in self.ruleset.correlations:
-            hits.extend(self.run_correlation(corr, Selector(batch.lo_ms, batch.hi_ms + corr.timespan_s * 1000)))
-        return hits
+        return self._gather(batch, [Selector(batch.lo_ms, batch.hi_ms + c.timespan_s * 1000)
+                                    for c in self.ruleset.correlations], speculate=True)
+
+    def _gather(self, selector: Selector, fires: Sequence[Selector], speculate: bool = False) -> list[Hit]:
+        """Correlations start first (they need no prefilter), then the rule groups; the hits come out in the same
+        order however the queries were scheduled."""
+        correlations = [self._submit(self.run_correlation, corr, fire)
+                        for corr, fire in zip(self.ruleset.correlations, fires, strict=True)]
+        rules = self._submit_rules(selector, speculate=speculate)
+        return [hit for f in (*rules, *correlations) for hit in f.result()]
 
     # -- hits -> alerts ------------------------------------------------------------------------------
 

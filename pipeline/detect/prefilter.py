@@ -33,6 +33,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sigma.conditions import (
@@ -139,8 +140,10 @@ class LiteralIndex:
     owners: tuple[tuple[tuple[int, int], ...], ...]  # per literal: (rule position, clause number) it serves
     clauses: tuple[int, ...]  # per rule position: how many clauses it has (0: no prefilter)
 
+    @cached_property
     def found_sql(self) -> str:
-        """An aggregate: the 1-based numbers of the literals some row contains."""
+        """An aggregate: the 1-based numbers of the literals some row contains (~0.8 MB of SQL for SigmaHQ: built
+        once)."""
         if not self.literals:
             return "CAST([], 'Array(UInt64)')"
         patterns = ", ".join(sql_string(hyperscan_literal(x)) for x in self.literals)

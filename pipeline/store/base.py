@@ -34,10 +34,41 @@ COLUMNS_BEFORE_ALIASES = "SETTINGS prefer_column_name_to_alias = 1"
 
 
 def in_array(column: str, param: str, ch_type: str = "String") -> str:
-    """`column` IN the array query parameter `param`, through a subquery: ClickHouse 26.9 builds a hash set from
-    it whatever its size, while a large array parameter right of IN turns into a per-row scan (measured: 50 k
-    ids over 100 k rows, 22.8 s instead of 0.2 s; 20 k ids 0.10 s either way). A live batch of 50 k events met it."""
+    """`column` IN the list given as query parameter `param`, through a subquery: ClickHouse 26.9 builds a hash set
+    from it whatever its size, while a large array parameter right of IN turns into a per-row scan (measured: 50 k
+    ids over 100 k rows, 22.8 s instead of 0.2 s; 20 k ids 0.10 s either way). A live batch of 50 k events met it.
+    A list of LARGE_SET values or more does not travel as parameter text at all: the store sends it beside the
+    query as a one-column table (see `split_sets`)."""
     return f"{column} IN (SELECT arrayJoin({{{param}:Array({ch_type})}}))"
+
+
+# Parsing a 50 k-id array parameter costs the server 0.39 s (measured: the bare `length({ids:Array(String)})`),
+# paid again by every query of a live batch that names it; the same ids as a table cost 0.05 s.
+LARGE_SET = 1000
+_ARRAY_SET = re.compile(r"\(SELECT arrayJoin\(\{(\w+):Array\((\w+)\)\}\)\)")
+
+
+def split_sets(sql: str, params: dict[str, Any] | None, table_sql: Callable[[str], str]
+               ) -> tuple[str, dict[str, Any] | None, dict[str, tuple[str, list[Any]]]]:
+    """The large lists of `in_array` taken out of a query: each such subquery becomes `table_sql(name)` over a
+    table `name` with one column `v`, returned as {name: (ClickHouse type, values)} for the store to send."""
+    tables: dict[str, tuple[str, list[Any]]] = {}
+
+    def swap(m: re.Match[str]) -> str:
+        param, ch_type = m.group(1), m.group(2)
+        values = (params or {}).get(param)
+        if not isinstance(values, list | tuple) or len(values) < LARGE_SET:
+            return m.group(0)
+        name = f"_set_{param}"
+        tables[name] = (ch_type, list(values))
+        return table_sql(name)
+
+    sql = _ARRAY_SET.sub(swap, sql)
+    if not tables:
+        return sql, params, tables
+    taken = {name[len("_set_"):] for name in tables}
+    rest = {k: v for k, v in (params or {}).items() if k not in taken or f"{{{k}:" in sql}
+    return sql, rest, tables
 
 
 class StoreError(RuntimeError):
@@ -67,6 +98,7 @@ class Store(ABC):
     database: str
     retention_days: int
     engine: str  # "chdb" or "clickhouse-server"
+    concurrent_queries: int = 1  # how many queries callers may usefully run at once (the embedded one serializes)
 
     def ensure_schema(self) -> None:
         """Create Ganzhi's database and tables if missing, and make it the default for unqualified names."""

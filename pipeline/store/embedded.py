@@ -8,6 +8,7 @@ ten times faster than sending rows as text (see DESIGN.md).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pipeline.store.base import (
     check_token,
     normalize_rows,
     prepare_params,
+    split_sets,
 )
 
 _ARROW_TYPES = {
@@ -45,6 +47,7 @@ _JSON_SETTINGS = (
 )
 
 _connections: dict[str, tuple[Any, threading.RLock]] = {}
+_statement_numbers = itertools.count()
 _connections_lock = threading.Lock()
 
 
@@ -117,11 +120,22 @@ class EmbeddedStore(Store):
         self._conn, self._lock = _shared_connection(self.path)
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None = None) -> Any:
+        # chDB's Python() table function finds a table by name in the calling frame's globals: the large lists
+        # are published here for this one statement, under names no other statement uses
+        suffix = next(_statement_numbers)
+        sql, params, tables = split_sets(sql, params, lambda name: f"(SELECT v FROM Python({name}_{suffix}))")
+        scope = globals()
         with self._lock:
+            for name, (ch_type, values) in tables.items():
+                arrow_type = pa.string() if ch_type == "String" else None
+                scope[f"{name}_{suffix}"] = pa.table({"v": pa.array(values, arrow_type)})
             try:
                 return self._conn.query(sql, fmt, params=_chdb_params(params))
             except Exception as exc:  # chdb raises plain RuntimeError/ChdbError
                 raise StoreError(str(exc).strip()) from exc
+            finally:
+                for name in tables:
+                    scope.pop(f"{name}_{suffix}", None)
 
     def use_database(self) -> None:
         self.execute(f"USE {self.database}")

@@ -23,6 +23,7 @@ from pipeline.store.base import (
     check_token,
     normalize_rows,
     prepare_params,
+    split_sets,
 )
 
 _NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
@@ -32,6 +33,16 @@ def _driver_column(kind: str, values: list[Any]) -> list[Any]:
     if kind == "ip":  # the IPv6 column wants IPv6 text; IPv4 goes in mapped
         return [("::ffff:" + v if ":" not in v else v) if v else "::" for v in values]
     return values
+
+
+def _table_sql(name: str) -> str:
+    return f"(SELECT v FROM {name})"
+
+
+def _external(tables: dict[str, tuple[str, list[Any]]]) -> list[dict[str, Any]] | None:
+    """Lists sent with the query as the native protocol's external tables (binary columns, no SQL text)."""
+    return [{"name": name, "structure": [("v", ch_type)], "data": [(v,) for v in values]}
+            for name, (ch_type, values) in tables.items()] or None
 
 
 class ServerStore(Store):
@@ -56,7 +67,7 @@ class ServerStore(Store):
         )
         # clickhouse-driver's Client is one connection, usable by one thread at a time: a small pool lets
         # concurrent callers (the API's request threads) query in parallel instead of queueing on one socket
-        self.pool_size = pool_size
+        self.pool_size = self.concurrent_queries = pool_size
         self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
         self._created = 0
         self._pool_lock = threading.Lock()
@@ -100,11 +111,14 @@ class ServerStore(Store):
         self._drop_idle()
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._call(sql, prepare_params(params) or None)
+        sql, params, tables = split_sets(sql, params, _table_sql)
+        self._call(sql, prepare_params(params) or None, external_tables=_external(tables))
 
     def query(self, sql: str, params: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None) -> QueryResult:
-        rows, meta = self._call(sql, prepare_params(params) or None, with_column_types=True, settings=settings)
+        sql, params, tables = split_sets(sql, params, _table_sql)
+        rows, meta = self._call(sql, prepare_params(params) or None, with_column_types=True, settings=settings,
+                                external_tables=_external(tables))
         columns = [name for name, _ in meta]
         types = [t for _, t in meta]
         return QueryResult(columns, types, normalize_rows(types, rows))

@@ -47,3 +47,20 @@ def test_time_parameters_keep_milliseconds(store) -> None:
     store.insert_events(make_events(10))
     since = datetime(2024, 5, 1, 8, 0, 0, 74000, tzinfo=UTC)
     assert store.query("SELECT count() FROM events WHERE ts >= {t:DateTime64(3, 'UTC')}", {"t": since}).scalar() == 8
+
+
+def test_large_id_lists_travel_as_tables(store) -> None:
+    """`in_array` with LARGE_SET ids or more: the list goes beside the query as a table (not parameter text) and
+    answers as the parameter would; a parameter the query also names directly still arrives."""
+    from pipeline.store.base import LARGE_SET, in_array, split_sets
+
+    events = make_events(LARGE_SET + 500)
+    store.insert_events(events)
+    ids = [e["event_id"] for e in events[::2]] + [f"missing-{i}" for i in range(LARGE_SET)]
+    sql = f"SELECT count() FROM events WHERE {in_array('event_id', 'ids')}"
+    assert split_sets(sql, {"ids": ids}, lambda name: name)[2], "a large list should become a table"
+    assert store.query(sql, {"ids": ids}).scalar() == len(events[::2])
+    assert store.query(sql, {"ids": ids[:10]}).scalar() == 10  # small lists stay parameters
+    both = f"{sql} AND has({{ids:Array(String)}}, event_id) AND user_name != {{u:String}}"
+    assert store.query(both, {"ids": ids, "u": "' OR 1=1 --"}).scalar() == len(events[::2])
+    assert store.existing_event_ids(ids) == {e["event_id"] for e in events[::2]}
