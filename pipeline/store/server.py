@@ -7,6 +7,7 @@ Parameters are sent server-side (`{name:Type}` placeholders), so values never en
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -30,9 +31,24 @@ _NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFErro
 
 
 def _driver_column(kind: str, values: list[Any]) -> list[Any]:
-    if kind == "ip":  # the IPv6 column wants IPv6 text; IPv4 goes in mapped
-        return [("::ffff:" + v if ":" not in v else v) if v else "::" for v in values]
+    if kind == "ip":  # the IPv6 column's 16 bytes, IPv4 mapped (the driver's own text parsing took 1.6 s / 100 k)
+        return [_ip_bytes(v) for v in values]
     return values
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+_UNSPECIFIED = b"\0" * 16
+
+
+def _ip_bytes(text: str) -> bytes | str:
+    if not text:
+        return _UNSPECIFIED
+    try:
+        if ":" in text:
+            return socket.inet_pton(socket.AF_INET6, text)
+        return _V4_MAPPED + socket.inet_aton(text)
+    except OSError:  # e.g. a zone index (fe80::1%eth0): the driver parses the text, as it always did
+        return text if ":" in text else "::ffff:" + text
 
 
 def _table_sql(name: str) -> str:
