@@ -84,19 +84,20 @@ def live_run(detectors: dict[str, Detector], args: argparse.Namespace, start: in
     return seconds
 
 
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def live_line(label: str, seconds: list[float]) -> str:
-    ordered = sorted(seconds)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     done = 0.0
     paced = []
     for i, s in enumerate(seconds):  # batch i complete at i s; processed after the previous one is done
         done = max(done, float(i)) + s
         paced.append(done - i)
-    paced.sort()
-    keeps_up = "keeps up" if p99 <= 1.0 else "falls behind: a batch takes longer than the second it covers"
-    return (f"live, {label}: insert + detect per batch p50 {statistics.median(ordered):.2f} s, p99 {p99:.2f} s; "
-            f"paced, batch complete -> alerts p99 {paced[min(len(paced) - 1, int(len(paced) * 0.99))]:.2f} s "
-            f"({keeps_up})")
+    keeps_up = "keeps up" if p99(seconds) <= 1.0 else "falls behind: a batch takes longer than the second it covers"
+    return (f"live, {label}: insert + detect per batch p50 {statistics.median(seconds):.2f} s, "
+            f"p99 {p99(seconds):.2f} s; paced, batch complete -> alerts p99 {p99(paced):.2f} s ({keeps_up})")
 
 
 def server_live(ruleset: RuleSet, args: argparse.Namespace, start: int) -> list[str]:

@@ -52,23 +52,24 @@ def split_sets(sql: str, params: dict[str, Any] | None, table_sql: Callable[[str
                ) -> tuple[str, dict[str, Any] | None, dict[str, tuple[str, list[Any]]]]:
     """The large lists of `in_array` taken out of a query: each such subquery becomes `table_sql(name)` over a
     table `name` with one column `v`, returned as {name: (ClickHouse type, values)} for the store to send."""
+    given = params or {}
     tables: dict[str, tuple[str, list[Any]]] = {}
+    taken: set[str] = set()
 
     def swap(m: re.Match[str]) -> str:
         param, ch_type = m.group(1), m.group(2)
-        values = (params or {}).get(param)
+        values = given.get(param)
         if not isinstance(values, list | tuple) or len(values) < LARGE_SET:
             return m.group(0)
-        name = f"_set_{param}"
-        tables[name] = (ch_type, list(values))
-        return table_sql(name)
+        taken.add(param)
+        tables[f"_set_{param}"] = (ch_type, list(values))
+        return table_sql(f"_set_{param}")
 
     sql = _ARRAY_SET.sub(swap, sql)
-    if not tables:
+    if not taken:
         return sql, params, tables
-    taken = {name[len("_set_"):] for name in tables}
-    rest = {k: v for k, v in (params or {}).items() if k not in taken or f"{{{k}:" in sql}
-    return sql, rest, tables
+    # a parameter the query still names elsewhere (not only through in_array) is still sent
+    return sql, {k: v for k, v in given.items() if k not in taken or f"{{{k}:" in sql}, tables
 
 
 class StoreError(RuntimeError):
