@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+NATIVE := sensors/logs/native
+# rustup installs cargo here; a login shell would add it to PATH, make's environment may not
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: setup system-deps fonts demo demo-no-serve test lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.native
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	# grafana-client pulls niquests -> urllib3-future, whose wheel replaces urllib3 at every interpreter start
 	# (a .pth hook) and breaks requests (schemathesis); built from source with this switch both live side by side
 	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install -q --no-binary urllib3-future -e '.[test,bench]'
+	touch $@
+
+# the native Zeek JSON / EVE reader (Rust, PyO3): a Rust toolchain and crates.io are needed to build it
+$(VENV)/.native: $(VENV)/.installed $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml $(NATIVE)/src/lib.rs
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs), then run make setup again" >&2; exit 1; }
+	$(BIN)/pip install -q ./$(NATIVE)
 	touch $@
 
 # Java and Maven run the local Kafka broker used by the integration tests; libpcap compiles the packet
@@ -53,4 +62,4 @@ bench: setup system-deps
 	$(BIN)/python bench/api.py --events 1000000
 
 clean:
-	rm -rf $(VENV) .ganzhi deploy/local/.cache .pytest_cache
+	rm -rf $(VENV) .ganzhi deploy/local/.cache .pytest_cache $(NATIVE)/target

@@ -322,7 +322,7 @@ def _map(name: str, value: Any) -> dict[str, str]:
 
 
 # Rule log-source filters compare these exactly (and they lead the sort key), so they are kept lower-case.
-_LOWERCASE = frozenset({"source_type", "event_category"})
+LOWERCASED = frozenset({"source_type", "event_category"})
 
 
 def _validator(field: Field) -> Any:
@@ -337,7 +337,7 @@ def _validator(field: Field) -> Any:
         return lambda v: _float(name, v)
     if kind == "strs":
         return lambda v: _strs(name, v)
-    if name in _LOWERCASE:
+    if name in LOWERCASED:
         return lambda v: (v if type(v) is str else _str(name, v)).lower()
     return lambda v: v if type(v) is str else _str(name, v)
 

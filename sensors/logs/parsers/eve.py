@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from pipeline.schema import parse_ts
+from sensors.logs.parsers import native
 from sensors.logs.parsers.base import ParseError, Parser, load_object, put
 
 SOURCE_TYPE = "suricata_eve"
@@ -56,16 +57,28 @@ def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
         out[prefix] = node
 
 
+def _section(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """An object of the record (`alert`, `flow`, `dns`, ...); empty when absent or not an object."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _rdata(value: Any) -> str:
+    return orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+
+
 def _answers(dns: dict[str, Any]) -> list[str]:
     """Answer data of a dns record: v2 `answers` list or `grouped` map, or a v1 answer's rdata."""
     out: list[str] = []
-    for answer in dns.get("answers") or ():
-        if isinstance(answer, dict) and "rdata" in answer:
-            out.append(str(answer["rdata"]))
-    for values in (dns.get("grouped") or {}).values():
-        out.extend(str(v) if not isinstance(v, dict) else orjson.dumps(v).decode() for v in values)
+    answers = dns.get("answers")
+    if isinstance(answers, list):
+        out.extend(_rdata(a["rdata"]) for a in answers if isinstance(a, dict) and "rdata" in a)
+    grouped = dns.get("grouped")
+    if isinstance(grouped, dict):
+        for values in grouped.values():
+            out.extend(_rdata(v) for v in (values if isinstance(values, list) else [values]))
     if not out and dns.get("type") == "answer" and "rdata" in dns:
-        out.append(str(dns["rdata"]))
+        out.append(_rdata(dns["rdata"]))
     return out
 
 
@@ -73,7 +86,15 @@ class EveParser(Parser):
     name = "eve"
     source_type = SOURCE_TYPE
 
+    def __init__(self, ctx: Any = None):
+        super().__init__(ctx)
+        self._native = native.eve_reader(self.ctx, COLUMNS, CATEGORIES, SEVERITIES, SOURCE_TYPE)
+
     def parse(self, line: str, origin: str) -> dict[str, Any] | None:
+        if self._native is not None and type(origin) is str:
+            event = self._native.parse(line, origin)
+            if event is not None:
+                return event
         doc = load_object(line, "an EVE record")
         event_type = doc.get("event_type")
         if not isinstance(event_type, str) or "timestamp" not in doc:
@@ -98,17 +119,18 @@ class EveParser(Parser):
     @staticmethod
     def _specifics(event_type: str, doc: dict[str, Any], record: dict[str, Any], extra: dict[str, str]) -> None:
         if event_type == "alert":
-            alert = doc.get("alert") or {}
-            record["severity"] = SEVERITIES.get(alert.get("severity"), "")
+            alert = _section(doc, "alert")
+            severity = alert.get("severity")
+            record["severity"] = SEVERITIES.get(severity, "") if type(severity) is int else ""
             record["action"] = alert.get("action", "")
         elif event_type in ("flow", "netflow"):
-            flow = doc.get(event_type) or {}
+            flow = _section(doc, event_type)
             if "start" in flow and "end" in flow:
                 with contextlib.suppress(ValueError):
                     record["duration"] = max(0, parse_ts(flow["end"]) - parse_ts(flow["start"])) / 1000
             record["action"] = flow.get("state", "")
         elif event_type == "dns":
-            dns = doc.get("dns") or {}
+            dns = _section(doc, "dns")
             record["dns_answers"] = _answers(dns)
             record["action"] = "query" if dns.get("type") in ("query", "request") else "answer"
         elif event_type == "http":

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from rules.mapping import zeek_fields
+from rules.mapping import ZEEK_FIELDS, ZEEK_LOG_FIELDS, zeek_fields
+from sensors.logs.parsers import native
 from sensors.logs.parsers.base import ParseError, Parser, load_object, put
 
 CATEGORIES = {
@@ -53,6 +54,7 @@ class ZeekParser(Parser):
         self.fields: list[str] = []
         self.types: list[str] = []
         self._maps: dict[str, dict[str, str]] = {}
+        self._native = native.zeek_reader(self.ctx, ZEEK_FIELDS, ZEEK_LOG_FIELDS, CATEGORIES)
 
     def _columns(self, log: str) -> dict[str, str]:
         columns = self._maps.get(log)
@@ -64,6 +66,10 @@ class ZeekParser(Parser):
         if not line:
             return None
         if line[0] == "{":
+            if self._native is not None and type(origin) is str:  # the common case, without a call more
+                event = self._native.parse(line, origin, self.log)
+                if event is not None:
+                    return event
             return self._json(line, origin)
         if line[0] == "#":
             self._header(line)

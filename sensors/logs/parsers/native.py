@@ -1,0 +1,56 @@
+"""The native JSON readers (sensors/logs/native, Rust) behind the Zeek JSON and EVE parsers.
+
+They are handed the schema and the very mapping tables the Python parsers use, and for each line they return
+exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
+uncommon timestamp or number forms, ...): the Python parser then reads that line and writes any error.
+`make setup` builds them; without the module (or with GANZHI_NATIVE=0) the Python parsers read every line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline.schema import FIELDS, LOWERCASED, REQUIRED
+from sensors.logs.parsers.base import ParseContext
+
+try:
+    import ganzhi_jsonlogs
+except ImportError:  # not built: the Python parsers read every line
+    ganzhi_jsonlogs = None
+
+
+def available() -> bool:
+    return ganzhi_jsonlogs is not None and os.environ.get("GANZHI_NATIVE", "1") != "0"
+
+
+def _schema() -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    return [(f.name, f.kind) for f in FIELDS], sorted(LOWERCASED), list(REQUIRED)
+
+
+def _context(ctx: ParseContext) -> tuple[str, str] | None:
+    # the readers hash and copy these as UTF-8; a name Python cannot encode stays on the Python path
+    try:
+        ctx.sensor.encode("utf-8")
+        ctx.host.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return (ctx.sensor, ctx.host) if ctx.sensor else None
+
+
+def zeek_reader(ctx: ParseContext, fields: dict[str, str], log_fields: dict[str, dict[str, str]],
+                categories: dict[str, str]) -> Any:
+    """A `ZeekJson` reader (`.parse(line, origin, log) -> event | None`), or None without the module."""
+    names = _context(ctx)
+    if not available() or names is None:
+        return None
+    return ganzhi_jsonlogs.ZeekJson(_schema(), *names, fields, log_fields, categories)
+
+
+def eve_reader(ctx: ParseContext, columns: dict[str, str], categories: dict[str, str],
+               severities: dict[int, str], source_type: str) -> Any:
+    """An `EveJson` reader (`.parse(line, origin) -> event | None`), or None without the module."""
+    names = _context(ctx)
+    if not available() or names is None:
+        return None
+    return ganzhi_jsonlogs.EveJson(_schema(), *names, columns, categories, severities, source_type)
