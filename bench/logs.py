@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson
 
 from bench.common import record_results
-from sensors.logs.parsers import ParseContext, ParseError, base, eve, make_parser, native, zeek
+from sensors.logs.parsers import ParseContext, ParseError, base, eve, make_parser, native, windows, zeek
+from sensors.logs.parsers.windows import read_json_documents
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 STDLIB_JSON = SimpleNamespace(loads=json.loads, JSONDecodeError=json.JSONDecodeError,
@@ -74,6 +75,19 @@ def eve_json(n: int) -> list[str]:
             doc["alert"] = {"signature_id": 2019401, "signature": "ET POLICY", "severity": 2, "action": "allowed"}
         out.append(orjson.dumps(doc).decode())
     return _repeat(out, n)
+
+
+def windows_json(n: int) -> list[str]:
+    """SigmaHQ's regression events (real Sysmon/Security records, ~1.4 KB each) as JSON lines."""
+    root = SHARED / "sigma" / "sigmahq" / "regression_data"
+    docs = [doc for path in sorted(root.rglob("*.json")) for doc in read_json_documents(path.read_text("utf-8"))]
+    if not docs:
+        docs = [{"Event": {"System": {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational",
+                                      "TimeCreated": {"#attributes": {"SystemTime": "2025-11-26T05:11:27.927693Z"}},
+                                      "Computer": "pc1"},
+                           "EventData": {"Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c whoami",
+                                         "User": "pc1\\alice", "ProcessId": 4242}}}]
+    return _repeat([orjson.dumps(doc).decode() for doc in docs], n)
 
 
 def nginx(n: int) -> list[str]:
@@ -143,7 +157,8 @@ def main() -> None:
     print(out[0])
     # JSON objects are loaded in parsers.base; zeek and eve also dump nested values to text
     cases = [("zeek JSON (wrccdc dns)", "zeek", zeek_json(n), "dns.json", [base, zeek]),
-             ("suricata EVE JSON", "eve", eve_json(n), "", [base, eve])]
+             ("suricata EVE JSON", "eve", eve_json(n), "", [base, eve]),
+             ("Windows event JSON (SigmaHQ)", "windows", windows_json(n), "", [base, windows])]
     if not native.available():
         say("the native reader is not built (make setup builds it): the first column is the Python parser too")
     json_rates = []
@@ -153,15 +168,20 @@ def main() -> None:
         py, _ = measure(fmt, lines, filename, python_only=True)
         slow, _ = with_json(modules, STDLIB_JSON,
                             lambda f=fmt, ls=lines, fn=filename: measure(f, ls, fn, python_only=True))
-        say(f"{name:26} native {fast:>9,.0f} lines/s   Python parser: orjson {py:>9,.0f}, stdlib json "
-            f"{slow:>9,.0f} lines/s   ratio native/Python {fast / py:.2f}x, orjson/stdlib {py / slow:.2f}x   "
-            f"({events:,} events)")
-        json_rates.append(fast)
+        mean_bytes = sum(len(line) for line in lines[:20_000]) / min(len(lines), 20_000)
+        say(f"{name:29} native {fast:>9,.0f} lines/s ({fast * mean_bytes / 1e6:,.0f} MB/s, {mean_bytes:,.0f} B/line)   "
+            f"Python parser: orjson {py:>8,.0f}, stdlib json {slow:>8,.0f} lines/s   ratio native/Python "
+            f"{fast / py:.2f}x, orjson/stdlib {py / slow:.2f}x   ({events:,} events)")
+        json_rates.append((name, fast))
     for name, fmt, lines in (("nginx access (combined)", "nginx", nginx(n)),
                              ("syslog sshd (loghub)", "syslog", sshd_syslog(n))):
         rate, events = measure(fmt, lines)
-        say(f"{name:26} {rate:>9,.0f} lines/s   ({events:,} events)")
-    say(f"goal: >= 200,000 lines/s per core for the JSON formats: {'met' if min(json_rates) >= 200_000 else 'NOT met'}")
+        say(f"{name:29} {rate:>9,.0f} lines/s   ({events:,} events)")
+    # the goal names Zeek JSON and EVE; Windows event JSON (1.4 KB a line here) is measured beside them
+    goal = [rate for name, rate in json_rates if not name.startswith("Windows")]
+    say(f"goal: >= 200,000 lines/s per core for the JSON formats (Zeek JSON, EVE): "
+        f"{'met' if min(goal) >= 200_000 else 'NOT met'}; Windows event JSON, measured beside them: "
+        f"{json_rates[-1][1]:,.0f} lines/s")
     if args.record:
         record_results("logs", "python bench/logs.py " + " ".join(sys.argv[1:]), out)
 

@@ -1,9 +1,10 @@
-"""The native JSON readers (sensors/logs/native) against the Python parsers they stand in for.
+"""The native JSON readers (sensors/logs/native) against the Python parsers they stand in for: Zeek JSON,
+Suricata EVE and Windows event JSON.
 
 For every line the native reader answers, its event must equal the Python parser's, key for key and type for
 type; where the Python parser rejects a line the native reader must answer None (so the Python parser writes
-the dead letter). Checked on the real wrccdc Zeek JSON logs, on generated records that put every kind of
-JSON value into every mapped field, and on mutations of real lines.
+the dead letter). Checked on the real wrccdc Zeek JSON logs and SigmaHQ's Windows regression events, on
+generated records that put every kind of JSON value into every mapped field, and on mutations of real lines.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.mapping import ZEEK_FIELDS, ZEEK_LOG_FIELDS
-from sensors.logs.parsers import ParseContext, ParseError, eve, make_parser, native
+from rules.mapping import WINDOWS_FIELDS, ZEEK_FIELDS, ZEEK_LOG_FIELDS
+from sensors.logs.parsers import ParseContext, ParseError, make_parser, native, zeek
+from sensors.logs.parsers.windows import read_json_documents
 from tests.conftest import SHARED_DATA
 
 ZEEK_JSON = SHARED_DATA / "zeek" / "wrccdc-2018" / "zeek-json"
+REGRESSION = SHARED_DATA / "sigma" / "sigmahq" / "regression_data"
 CTX = ParseContext.make(sensor="diff", year=2018)
 HOST_CTX = ParseContext.make(sensor="diff", year=2018, host="web-01")
 
@@ -36,9 +39,9 @@ def pair(fmt: str, ctx: ParseContext, filename: str = "") -> tuple[Any, Any]:
 
 
 def native_event(fast: Any, line: str, origin: str) -> dict[str, Any] | None:
-    if isinstance(fast, eve.EveParser):
-        return fast._native.parse(line, origin)
-    return fast._native.parse(line, origin, fast.log)
+    if isinstance(fast, zeek.ZeekParser):
+        return fast._native.parse(line, origin, fast.log)
+    return fast._native.parse(line, origin)
 
 
 def agree(fast: Any, slow: Any, line: str, origin: str = "7") -> bool:
@@ -62,6 +65,7 @@ def test_the_native_readers_are_built_and_used():
     assert native.available(), "ganzhi_jsonlogs is not installed: run make setup"
     assert make_parser("zeek", CTX, "dns.json")._native is not None
     assert make_parser("eve", CTX)._native is not None
+    assert make_parser("windows", CTX)._native is not None
 
 
 @pytest.mark.skipif(not ZEEK_JSON.exists(), reason="../shared/data is absent")
@@ -75,6 +79,17 @@ def test_real_zeek_json_logs_give_the_same_events():
                 answered += agree(fast, slow, line.rstrip("\n"), f"{path.name}:{i}")
     # left to Python: records without ts (loaded_scripts, 2 %) and the few with exponent-notation floats
     assert total > 20_000 and answered / total > 0.95, (answered, total)
+
+
+@pytest.mark.skipif(not REGRESSION.exists(), reason="../shared/data is absent")
+def test_real_windows_events_give_the_same_events():
+    fast, slow = pair("windows", CTX)
+    answered = total = 0
+    for path in sorted(REGRESSION.rglob("*.json")):
+        for i, doc in enumerate(read_json_documents(path.read_text(encoding="utf-8"))):
+            total += 1
+            answered += agree(fast, slow, orjson.dumps(doc).decode(), f"{path.name}#{i}")
+    assert total > 100 and answered == total, (answered, total)
 
 
 # -- generated records ------------------------------------------------------------------------------------
@@ -158,6 +173,48 @@ def test_generated_eve_records_give_the_same_events(event_type, common, sections
     agree(fast, slow, encode(doc, style))
 
 
+CHANNELS = st.sampled_from(["Security", "Microsoft-Windows-Sysmon/Operational", "System", "SECURITY",
+                            "Microsoft-Windows-PowerShell/Operational", "Windows PowerShell", "Sécurité"])
+IDS = st.sampled_from([1, 3, 12, 13, 22, 4624, 4625, 4688, 4104, 4771, 800])
+EVENT_IDS = st.one_of(IDS, IDS, IDS, IDS, IDS, st.sampled_from(["4624", " 4625", "", "x", "0012", "4688.0"]), VALUES)
+# mostly times the parsers read, sometimes anything
+WIN_TIMES = st.one_of(*[st.datetimes().map(lambda d: d.isoformat(timespec="microseconds") + "Z")] * 3, TIMES)
+WIN_KEYS = st.sampled_from(sorted({*WINDOWS_FIELDS, "EventType", "LogonType", "Data", "TimeCreated", "EventID"}))
+DATA = st.one_of(
+    st.dictionaries(WIN_KEYS | st.text(max_size=4), VALUES, max_size=6),
+    st.fixed_dictionaries({"Data": st.lists(st.one_of(
+        st.fixed_dictionaries({"#attributes": st.fixed_dictionaries({"Name": WIN_KEYS | VALUES}), "#text": VALUES}),
+        st.fixed_dictionaries({"Name": WIN_KEYS | VALUES}, optional={"#text": VALUES, "Value": VALUES}),
+        VALUES), max_size=4) | VALUES}, optional={"#attributes": VALUES}),
+    st.dictionaries(st.sampled_from(["EventXML", "Wrapper"]), st.dictionaries(WIN_KEYS, VALUES, max_size=3),
+                    max_size=1),
+    VALUES,
+)
+SYSTEM_TIME = st.one_of(*[st.fixed_dictionaries({"#attributes": st.fixed_dictionaries({"SystemTime": WIN_TIMES})})] * 3,
+                        VALUES)
+EVTX = st.fixed_dictionaries({"Event": st.fixed_dictionaries(
+    {"System": st.fixed_dictionaries({"TimeCreated": SYSTEM_TIME, "EventID": EVENT_IDS | st.fixed_dictionaries(
+        {"#text": EVENT_IDS})}, optional={"Channel": CHANNELS | VALUES,
+        "Computer": VALUES, "Provider": st.fixed_dictionaries({"#attributes": st.fixed_dictionaries(
+            {"Name": VALUES})}) | VALUES, "EventRecordID": VALUES, "Security": VALUES})},
+    optional={"EventData": DATA, "UserData": DATA})})
+WINLOGBEAT = st.fixed_dictionaries({"@timestamp": WIN_TIMES, "winlog": st.fixed_dictionaries(
+    {"event_id": EVENT_IDS, "channel": CHANNELS},
+    optional={"computer_name": VALUES, "provider_name": VALUES, "event_data": DATA, "user_data": DATA})},
+    optional={"host": st.fixed_dictionaries({"name": VALUES}) | VALUES})
+NXLOG = st.fixed_dictionaries({"EventID": EVENT_IDS, "EventTime": WIN_TIMES, "Channel": CHANNELS | VALUES},
+                              optional={"SourceName": VALUES, "ProviderName": VALUES,
+                                        "Hostname": VALUES, "RecordNumber": VALUES}).flatmap(
+    lambda head: st.dictionaries(WIN_KEYS, VALUES, max_size=5).map(lambda data: {**head, **data}))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(EVTX, WINLOGBEAT, NXLOG), st.integers(0, 2))
+def test_generated_windows_events_give_the_same_events(doc, style):
+    fast, slow = pair("windows", CTX)
+    agree(fast, slow, encode(doc, style))
+
+
 # -- mutations of real lines -------------------------------------------------------------------------------
 
 DNS_LINE = ('{"_path":"dns","_write_ts":"2018-03-24T17:15:20.866586Z","ts":"2018-03-24T17:15:20.865716Z",'
@@ -185,15 +242,22 @@ def mutate(line: str, rng: random.Random) -> str:
     return "".join(chars)
 
 
+WINDOWS_LINE = ('{"Event":{"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-Sysmon"}},"EventID":1,'
+                '"TimeCreated":{"#attributes":{"SystemTime":"2025-11-26T05:11:27.927693Z"}},"EventRecordID":142649,'
+                '"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"pc1","Security":{"#attributes":'
+                '{"UserID":"S-1-5-18"}}},"EventData":{"RuleName":"-","ProcessId":10116,"Image":"C:\\a\\b.exe",'
+                '"CommandLine":"b.exe -m:scan","User":"pc1\\x","Hashes":"SHA256=AB","ParentImage":"C:\\c.exe"}}}')
+
+
 def test_mutated_real_lines_give_the_same_events_or_go_to_python():
     rng = random.Random(10)
     answered = 0
-    zeek_fast, zeek_slow = pair("zeek", CTX, "dns.json")
-    eve_fast, eve_slow = pair("eve", CTX)
-    for i in range(6000):
-        answered += agree(zeek_fast, zeek_slow, mutate(DNS_LINE, rng), str(i))
-        answered += agree(eve_fast, eve_slow, mutate(EVE_LINE, rng), str(i))
-    assert answered > 1000  # many mutations still parse: the comparison is exercised, not skipped
+    readers = [(pair("zeek", CTX, "dns.json"), DNS_LINE), (pair("eve", CTX), EVE_LINE),
+               (pair("windows", CTX), WINDOWS_LINE)]
+    for i in range(5000):
+        for (fast, slow), line in readers:
+            answered += agree(fast, slow, mutate(line, rng), str(i))
+    assert answered > 1500  # many mutations still parse: the comparison is exercised, not skipped
 
 
 def test_duplicate_keys_and_odd_numbers_are_left_to_python():

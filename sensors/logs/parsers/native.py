@@ -1,4 +1,4 @@
-"""The native JSON readers (sensors/logs/native, Rust) behind the Zeek JSON and EVE parsers.
+"""The native JSON readers (sensors/logs/native, Rust) in front of the Zeek JSON, EVE and Windows JSON parsers.
 
 They are handed the schema and the very mapping tables the Python parsers use, and for each line they return
 exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
@@ -54,3 +54,15 @@ def eve_reader(ctx: ParseContext, columns: dict[str, str], categories: dict[str,
     if not available() or names is None:
         return None
     return ganzhi_jsonlogs.EveJson(_schema(), *names, columns, categories, severities, source_type)
+
+
+def windows_reader(ctx: ParseContext, fields: dict[str, str], sysmon: dict[int, str],
+                   channels: dict[tuple[str, int], str], auth_events: frozenset[int], success_events: tuple[int, ...],
+                   failure_events: tuple[int, ...], nxlog_head: dict[str, str], source_type: str) -> Any:
+    """A `WindowsJson` reader (`.parse(line, origin) -> event | None`), or None without the module."""
+    names = _context(ctx)
+    if not available() or names is None:
+        return None
+    return ganzhi_jsonlogs.WindowsJson(_schema(), names[0], fields, sysmon,
+                                       [(c, i, cat) for (c, i), cat in channels.items()], sorted(auth_events),
+                                       list(success_events), list(failure_events), nxlog_head, source_type)

@@ -16,12 +16,16 @@ from typing import Any
 import orjson
 
 from pipeline.schema import SchemaError, event_id, fits, normalize
-from rules.mapping import WINDOWS_FIELDS, windows_category
+from rules.mapping import CHANNEL_CATEGORIES, SECURITY_AUTH_EVENTS, SYSMON_CATEGORIES, WINDOWS_FIELDS, windows_category
+from sensors.logs.parsers import native
 from sensors.logs.parsers.base import ParseError, Parser, load_object
 
 __all__ = ["ParseError", "WindowsJsonParser", "looks_like", "read_evtx", "read_json_documents", "to_event"]
 
 SOURCE_TYPE = "windows"
+# Security log events whose outcome the event id states
+SUCCESS_EVENTS = (4624, 4648, 4672, 4768, 4769, 4776)
+FAILURE_EVENTS = (4625, 4771)
 
 
 def _text(node: Any) -> Any:
@@ -96,8 +100,12 @@ def _from_winlogbeat(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
         "EventRecordID": winlog.get("record_id", ""),
         "TimeCreated": doc.get("@timestamp", ""),
     }
-    data = dict(winlog.get("event_data") or {})
-    data.update(winlog.get("user_data") or {})
+    data: dict[str, Any] = {}
+    for part in ("event_data", "user_data"):
+        fields = winlog.get(part) or {}
+        if not isinstance(fields, dict):
+            raise ParseError(f"winlog.{part} is not an object")
+        data.update(fields)
     return head, data
 
 
@@ -165,9 +173,9 @@ def to_event(doc: dict[str, Any], sensor: str, origin: str, raw: str | None = No
         else:
             extra[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
     extra["EventID"] = str(eid)
-    if eid in (4624, 4648, 4672, 4768, 4769, 4776) and channel.lower() == "security":
+    if eid in SUCCESS_EVENTS and channel.lower() == "security":
         record["action"] = "success"
-    elif eid in (4625, 4771) and channel.lower() == "security":
+    elif eid in FAILURE_EVENTS and channel.lower() == "security":
         record["action"] = "failure"
     record["extra"] = extra
     try:
@@ -182,7 +190,17 @@ class WindowsJsonParser(Parser):
     name = "windows"
     source_type = SOURCE_TYPE
 
+    def __init__(self, ctx: Any = None):
+        super().__init__(ctx)
+        self._native = native.windows_reader(
+            self.ctx, WINDOWS_FIELDS, SYSMON_CATEGORIES, CHANNEL_CATEGORIES, SECURITY_AUTH_EVENTS,
+            SUCCESS_EVENTS, FAILURE_EVENTS, _NXLOG_HEAD, SOURCE_TYPE)
+
     def parse(self, line: str, origin: str) -> dict[str, Any] | None:
+        if self._native is not None and type(origin) is str:
+            event = self._native.parse(line, origin)
+            if event is not None:
+                return event
         return to_event(load_object(line, "a Windows event"), self.ctx.sensor, origin, raw=line)
 
 
