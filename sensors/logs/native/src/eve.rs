@@ -104,7 +104,7 @@ impl EveJson {
     /// The canonical event of one EVE line, or None: let the Python parser read it.
     pub(crate) fn parse<'py>(&self, py: Python<'py>, line: &Bound<'py, PyString>, origin: &Bound<'py, PyString>)
                   -> Option<Bound<'py, PyDict>> {
-        self.read(py, line, line.to_str().ok()?, origin.to_str().ok()?).ok()
+        settle(|| self.read(py, line, line.to_str().ok()?, origin.to_str().ok()?).ok())
     }
 }
 

@@ -96,7 +96,7 @@ pub(crate) struct Cols {
 
 pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
-// -- what both readers share -------------------------------------------------------------------------------
+// -- what every reader shares -------------------------------------------------------------------------------
 
 pub(crate) struct Common {
     pub(crate) schema: Schema,
@@ -221,6 +221,12 @@ impl Common {
         }
         Ok(out)
     }
+}
+
+/// A reader's answer; a panic (a bug here) becomes None, so the Python parser reads the line instead of the
+/// panic escaping into the sensor as a BaseException.
+pub(crate) fn settle<T>(read: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or(None)
 }
 
 /// A dict with room for `n` items: built without the resizes of growing one item at a time.

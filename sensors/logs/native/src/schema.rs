@@ -304,45 +304,27 @@ pub(crate) fn round_scaled(value: f64, factor: f64) -> Sure<Option<i64>> {
     if ms.abs() < 9.0e15 { Ok(Some(ms as i64)) } else { Err(Unsure) }
 }
 
+/// parse_ts's scale by magnitude, epoch seconds, ms, µs, ns: (values below this, factor to ms). The limits
+/// are exact both as integers and as floats.
+const SCALES: [(u128, f64); 4] =
+    [(100_000_000_000, 1000.0), (100_000_000_000_000, 1.0), (100_000_000_000_000_000, 1e-3),
+     (100_000_000_000_000_000_000, 1e-6)];
+
 /// pipeline.schema.parse_ts: Ok(Some(ms)), Ok(None) where it raises SchemaError, Unsure for text it
 /// might read in a form this reader does not.
 pub(crate) fn parse_ts(v: &J) -> Sure<Option<i64>> {
     match v {
-        J::U(u) => {
-            // compared as integers, like Python's int < float, then scaled as a float
-            let u = *u;
-            let factor = if u < 100_000_000_000 {
-                1000.0
-            } else if u < 100_000_000_000_000 {
-                1.0
-            } else if u < 100_000_000_000_000_000 {
-                1e-3
-            } else if (u as u128) < 100_000_000_000_000_000_000 {
-                1e-6
-            } else {
-                return Ok(None);
-            };
-            round_scaled(u as f64, factor)
-        }
+        // an int is compared as an int (like Python's int < float), then scaled as a float
+        J::U(u) => match SCALES.iter().find(|(limit, _)| (*u as u128) < *limit) {
+            Some((_, factor)) => round_scaled(*u as f64, *factor),
+            None => Ok(None),
+        },
         J::I(_) => Ok(None), // negative
-        J::F(f) => {
-            let f = *f;
-            if f < 0.0 {
-                return Ok(None);
-            }
-            let factor = if f < 1e11 {
-                1000.0
-            } else if f < 1e14 {
-                1.0
-            } else if f < 1e17 {
-                1e-3
-            } else if f < 1e20 {
-                1e-6
-            } else {
-                return Ok(None);
-            };
-            round_scaled(f, factor)
-        }
+        J::F(f) if *f < 0.0 => Ok(None),
+        J::F(f) => match SCALES.iter().find(|(limit, _)| *f < *limit as f64) {
+            Some((_, factor)) => round_scaled(*f, *factor),
+            None => Ok(None),
+        },
         J::S(s) if s.is_empty() => Ok(None),
         J::S(s) => match iso_micros(s) {
             // Python: (microseconds / 10**6) * 1000, each step a correctly rounded float

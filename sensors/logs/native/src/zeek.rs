@@ -34,7 +34,7 @@ impl ZeekJson {
     pub(crate) fn parse<'py>(&self, py: Python<'py>, line: &Bound<'py, PyString>, origin: &Bound<'py, PyString>, log: &str)
                   -> Option<Bound<'py, PyDict>> {
         // text with lone surrogates is not UTF-8: the Python parser explains
-        self.read(py, line, line.to_str().ok()?, origin.to_str().ok()?, log).ok()
+        settle(|| self.read(py, line, line.to_str().ok()?, origin.to_str().ok()?, log).ok())
     }
 }
 
