@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -27,12 +27,14 @@ EVENT_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode()), ("content-type",
 MAX_MESSAGE_BYTES = 512 * 1024
 
 
-def encode_events(events: Iterable[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[bytes]:
-    """Canonical events -> message values of at most max_bytes (an oversized single event goes alone)."""
+def encode_events(events: Iterable[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES,
+                  dump: Callable[[dict[str, Any]], bytes] = dumps) -> Iterator[bytes]:
+    """Canonical events -> message values of at most max_bytes (an oversized single event goes alone).
+    `dump` writes one event's line: pipeline.schema.dumps or a writer of the same bytes."""
     lines: list[bytes] = []
     size = 0
     for event in events:
-        line = dumps(event)
+        line = dump(event)
         if lines and size + len(line) + 1 > max_bytes:
             yield b"\n".join(lines)
             lines, size = [], 0

@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 
 from pipeline.bus.base import Bus, BusUnavailable
 from pipeline.codec import EVENT_HEADERS, encode_dead_letter, encode_events
-from pipeline.schema import dumps
+from sensors.logs.parsers.native import event_dumps
 from sensors.spool import DiskSpool
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class BusSink:
         self._unconfirmed: list[tuple[str, bytes]] = []  # sent since the last confirmed flush
         self._next_drain = 0.0
         self._lock = threading.Lock()
+        self._dump = event_dumps()
 
     def emit(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -63,7 +64,7 @@ class BusSink:
 
     def _publish(self) -> None:
         events, self._events = self._events, []
-        for value in encode_events(events):
+        for value in encode_events(events, dump=self._dump):
             self._send(self.bus.topics.events, value)
 
     def _send(self, topic: str, value: bytes) -> None:
@@ -142,9 +143,10 @@ class JsonlSink:
     def __init__(self, out: IO[bytes] | None = None, err: IO[bytes] | None = None):
         self.out = out or sys.stdout.buffer
         self.err = err or sys.stderr.buffer
+        self._dump = event_dumps()
 
     def emit(self, event: dict[str, Any]) -> None:
-        self.out.write(dumps(event) + b"\n")
+        self.out.write(self._dump(event) + b"\n")
 
     def dead(self, record: dict[str, Any]) -> None:
         self.err.write(encode_dead_letter(record) + b"\n")

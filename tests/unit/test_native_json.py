@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.schema import dumps
 from rules.mapping import WINDOWS_FIELDS, ZEEK_FIELDS, ZEEK_LOG_FIELDS
 from sensors.logs.parsers import ParseContext, ParseError, make_parser, native, zeek
 from sensors.logs.parsers.windows import read_json_documents
@@ -268,3 +269,76 @@ def test_duplicate_keys_and_odd_numbers_are_left_to_python():
     assert native_event(fast, base + ',"x":-0}', "1") is None  # orjson reads -0 as int 0, serde as -0.0
     assert native_event(fast, base + ',"x":1e-7}', "1") is None  # Python and orjson print this differently
     assert native_event(fast, DNS_LINE.replace('"ts":"2018-03-24T17:15:20.865716Z",', ""), "1") is None
+
+
+# -- the wire encoder ---------------------------------------------------------------------------------------
+
+def same_line(event: dict[str, Any]) -> bool:
+    """The native encoder writes dumps(event)'s bytes, or answers None where dumps may write otherwise or
+    raise; True when it answered."""
+    got = native.ganzhi_jsonlogs.encode_event(event)
+    try:
+        want = dumps(event)
+    except (TypeError, KeyError, ValueError, OverflowError, OSError):  # orjson's errors; times out of range
+        assert got is None, event
+        return False
+    if got is None:
+        return False
+    assert got == want, f"\nnative: {got!r}\ndumps:  {want!r}"
+    return True
+
+
+@pytest.mark.skipif(not ZEEK_JSON.exists(), reason="../shared/data is absent")
+def test_the_encoder_writes_the_bytes_of_dumps_for_real_events():
+    written = total = 0
+    for path in sorted(ZEEK_JSON.glob("*.json.gz")):
+        parser = make_parser("zeek", HOST_CTX, path.name[:-3])
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for i, line in zip(range(500), fh, strict=False):
+                event = parser.parse(line.rstrip("\n"), str(i))
+                if event is not None:
+                    total += 1
+                    written += same_line(event)
+    assert total > 5000 and written / total > 0.99, (written, total)
+
+
+EVENT_VALUES = st.one_of(
+    st.text(), st.integers(min_value=-2**65, max_value=2**65), st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(), st.none(), st.lists(st.text() | st.integers(-5, 5) | st.floats(0.001, 1e6), max_size=3),
+    st.tuples(st.text()), st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3),
+    st.dictionaries(st.integers(0, 3), st.text(), max_size=1), st.sets(st.integers(0, 3), max_size=1),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(min_value=-2**63, max_value=2**63 - 1) | st.sampled_from([0, 1, -1, 253402300799999,
+                                                                               253402300800000, -30610224000001]),
+       st.dictionaries(st.sampled_from(["src_ip", "dst_port", "duration", "extra", "dns_answers", "raw", "ts2"])
+                       | st.text(max_size=5), EVENT_VALUES, max_size=6), st.booleans())
+def test_the_encoder_writes_the_bytes_of_dumps_for_any_event(ts, fields, ts_first):
+    event = {"ts": ts, **fields} if ts_first else {**fields, "ts": ts}
+    same_line(event)
+
+
+@pytest.mark.skipif(not ZEEK_JSON.exists(), reason="../shared/data is absent")
+@pytest.mark.parametrize("log", ["dns", "ssl", "weird", "loaded_scripts"])
+def test_a_sensor_writes_the_same_bytes_with_or_without_the_native_reader(log, monkeypatch):
+    import io
+
+    from sensors.logs.router import RecordRouter
+    from sensors.sink import JsonlSink
+
+    with gzip.open(ZEEK_JSON / f"{log}.json.gz", "rt", encoding="utf-8") as fh:
+        lines = [line.rstrip("\n") for _, line in zip(range(2000), fh, strict=False)]
+    lines += ["{not json", '{"_path":"dns"}', mutate(DNS_LINE, random.Random(1))]
+    outputs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("GANZHI_NATIVE", switch)
+        out, err = io.BytesIO(), io.BytesIO()
+        router, parser = RecordRouter(JsonlSink(out, err)), make_parser("zeek", HOST_CTX, f"{log}.json")
+        assert (parser._native is None) == (switch == "0")
+        for i, line in enumerate(lines):
+            router.route(parser, line, f"{log}:{i}")
+        outputs.append((out.getvalue(), err.getvalue().count(b"\n"), router.stats.as_dict()))
+    assert outputs[0][0].count(b"\n") >= len(lines) - 3
+    assert outputs[0] == outputs[1]

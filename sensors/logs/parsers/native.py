@@ -9,9 +9,10 @@ uncommon timestamp or number forms, ...): the Python parser then reads that line
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from pipeline.schema import FIELDS, LOWERCASED, REQUIRED
+from pipeline.schema import FIELDS, LOWERCASED, REQUIRED, dumps
 from sensors.logs.parsers.base import ParseContext
 
 try:
@@ -22,6 +23,15 @@ except ImportError:  # not built: the Python parsers read every line
 
 def available() -> bool:
     return ganzhi_jsonlogs is not None and os.environ.get("GANZHI_NATIVE", "1") != "0"
+
+
+def event_dumps() -> Callable[[dict[str, Any]], bytes]:
+    """pipeline.schema.dumps, written natively where the module is built (the same bytes; it falls back to
+    dumps for any value it is not sure to write as orjson does)."""
+    if not available():
+        return dumps
+    encode = ganzhi_jsonlogs.encode_event
+    return lambda event: encode(event) or dumps(event)
 
 
 def _schema() -> tuple[list[tuple[str, str]], list[str], list[str]]:

@@ -13,6 +13,7 @@ mod eve;
 mod json;
 mod schema;
 mod windows;
+mod wire;
 mod zeek;
 
 pub(crate) use std::borrow::Cow;
@@ -34,5 +35,6 @@ fn ganzhi_jsonlogs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<zeek::ZeekJson>()?;
     m.add_class::<eve::EveJson>()?;
     m.add_class::<windows::WindowsJson>()?;
+    m.add_function(wrap_pyfunction!(wire::encode_event, m)?)?;
     Ok(())
 }
