@@ -1,9 +1,11 @@
-"""The native JSON readers (sensors/logs/native, Rust) in front of the Zeek JSON, EVE and Windows JSON parsers.
+"""The native JSON readers (sensors/logs/native, Rust) in front of the Zeek JSON, EVE and Windows JSON parsers,
+and the native writer of the wire form behind the sensors' sinks.
 
-They are handed the schema and the very mapping tables the Python parsers use, and for each line they return
-exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
-uncommon timestamp or number forms, ...): the Python parser then reads that line and writes any error.
-`make setup` builds them; without the module (or with GANZHI_NATIVE=0) the Python parsers read every line.
+The readers are handed the schema and the very mapping tables the Python parsers use, and for each line they
+return exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
+uncommon timestamp or number forms, ...): the Python parser then reads that line and writes any error. The
+writer gives pipeline.schema.dumps' bytes, or None and dumps writes them. `make setup` builds the module;
+without it (or with GANZHI_NATIVE=0) Python does all of it.
 """
 
 from __future__ import annotations
