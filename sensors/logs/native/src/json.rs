@@ -304,28 +304,40 @@ pub(crate) fn dump_str(s: &str, out: &mut String) {
     escape_into(s, unsafe { out.as_mut_vec() });
 }
 
+/// Per byte: 0 when it stands as it is in a JSON string, else the letter of its escape (`u`: \u00xx).
+const ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 /// A JSON string as orjson writes it: `"`, `\\` and control characters escaped (the short forms where JSON
 /// has them, else \u00xx), everything else, non-ASCII included, as it is.
 pub(crate) fn escape_into(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
+    while let Some(offset) = bytes[start..].iter().position(|&b| ESCAPES[b as usize] != 0) {
+        let at = start + offset;
+        out.extend_from_slice(&bytes[start..at]);
+        match ESCAPES[bytes[at] as usize] {
+            b'u' => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(bytes[at] >> 4) as usize],
+                                            HEX[(bytes[at] & 15) as usize]]),
+            letter => out.extend_from_slice(&[b'\\', letter]),
         }
-        out.extend_from_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
-        }
-        start = i + 1;
+        start = at + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
