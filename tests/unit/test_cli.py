@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
-from tests.conftest import INVENTORY, SAMPLE
+from tests.conftest import INVENTORY, SAMPLE, SHARED_DATA
 
 
 def ganzhi(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,6 +121,30 @@ def test_sensor_tail_embedded_stores_and_detects(tmp_path: Path) -> None:
     assert alerts.strip(), "the SSH brute-force rules should fire on 12 failures in 12 s"
     bad = ganzhi(tmp_path, "sensor", "tail", str(log), "--format", "nope", check=False)
     assert bad.returncode == 2 and "unknown log format" in bad.stderr
+
+
+EVTX_SAMPLES = sorted((SHARED_DATA / "sigma" / "sigmahq" / "regression_data").rglob("*.evtx"))
+
+
+@pytest.mark.skipif(not EVTX_SAMPLES, reason="../shared/data is absent")
+def test_sensor_reads_evtx_files_into_the_store_and_as_jsonl(tmp_path: Path) -> None:
+    files = EVTX_SAMPLES[:20]
+    for f in files:  # a corrupt file beside them is a dead letter, not a crash
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "broken.evtx").write_bytes(b"ElfFile\x00" + b"\x00" * 100)
+    pattern = str(tmp_path / "*.evtx")
+    proc = ganzhi(tmp_path, "sensor", "tail", pattern, "--format", "evtx", "--once", "--output", "jsonl")
+    events = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    dead = [orjson.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(events) >= len(files) and {e["source_type"] for e in events} == {"windows"}
+    assert all(e["ts"].startswith("20") and e["extra"]["EventID"] for e in events)
+    assert any(e.get("process_image") for e in events) and any(e["event_category"] == "process_creation"
+                                                               for e in events)
+    assert len(dead) == 1 and "broken.evtx" in dead[0]["origin"] and "unreadable" in dead[0]["reason"]
+
+    ganzhi(tmp_path, "sensor", "tail", pattern, "--format", "evtx", "--once")
+    stored = ganzhi(tmp_path, "query", "--json", "SELECT count() AS n FROM events WHERE source_type = 'windows'")
+    assert orjson.loads(stored.stdout) == {"n": len(events)}
 
 
 def test_situation_warnings_exposures_and_bulletin_commands(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """SigmaHQ regression data: each sample's events, replayed through its rule, match exactly `match_count`
-times — and again with every value's letter case flipped (Sigma matching is case-insensitive).
+times — read from the .evtx file the sample was exported from as well as from its JSON, and again with every
+value's letter case flipped (Sigma matching is case-insensitive).
 
 Samples without a `match_count` in info.yml are positive tests of one event: 1 is expected.
 
@@ -96,6 +97,14 @@ def test_regression_sample(info: Path, rule_index: dict[str, Path], embedded_sto
     assert dead == []
     report = replay_events(embedded_store, ruleset, events)
     assert report.results[0].hit_count == expected, (rule_index[rule_id].name, report.results[0])
+
+    # the same events as the .evtx files they were exported from, read by the EVTX reader
+    recorded = sorted(info.parent.glob("*.evtx"))
+    if recorded:
+        from_evtx = [e for s in recorded for e in read_event_file(s, on_dead=dead.append)]
+        assert dead == [] and len(from_evtx) == len(events)
+        report = replay_events(embedded_store, ruleset, from_evtx)
+        assert report.results[0].hit_count == expected, ("evtx", rule_index[rule_id].name, report.results[0])
 
     if CASE_SENSITIVE.search(rule_index[rule_id].read_text()):
         return  # a case-sensitive rule is meant to stop matching when the case changes
