@@ -32,6 +32,7 @@ import orjson
 
 from bench.common import record_results
 from pipeline.codec import encode_events
+from pipeline.native import event_dumps
 from pipeline.schema import dumps
 from sensors.logs.parsers import ParseContext, ParseError, base, eve, make_parser, native, windows, zeek
 from sensors.logs.parsers.windows import read_json_documents
@@ -127,7 +128,7 @@ def measure(fmt: str, lines: list[str], filename: str = "", python_only: bool = 
 def measure_publish(fmt: str, lines: list[str], filename: str = "", python_only: bool = False) -> float:
     """lines/s through parse + wire encoding into bus messages: all a sensor does before the broker."""
     parser = make_parser(fmt, ParseContext.make(sensor="bench", year=2017), filename)
-    dump = dumps if python_only else native.event_dumps()
+    dump = dumps if python_only else event_dumps()
     if python_only:
         parser._native = None  # type: ignore[attr-defined]
     parse = parser.parse

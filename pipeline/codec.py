@@ -15,12 +15,14 @@ import base64
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from pipeline.bus.base import Message
-from pipeline.schema import SCHEMA_VERSION, SchemaError, dumps, format_ts, loads, parse_ts
+from pipeline.native import event_loads
+from pipeline.schema import SCHEMA_VERSION, SchemaError, dumps, format_ts, parse_ts
 
 SCHEMA_HEADER = "ganzhi-schema"
 EVENT_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode()), ("content-type", b"application/x-ndjson")]
@@ -84,6 +86,12 @@ def decode_dead_letter(msg: Message) -> dict[str, Any]:
         return dead_letter("writer.deadletter", msg.topic, f"malformed dead-letter record: {exc}", msg.value, origin)
 
 
+@lru_cache(maxsize=1)
+def _read_event() -> Callable[[bytes], dict[str, Any]]:
+    """pipeline.schema.loads, natively where the module is built (made once: it interns the schema's names)."""
+    return event_loads()
+
+
 def decode_events(msg: Message) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """An events message -> (valid canonical events, dead-letter records for the lines that are not)."""
     origin = f"{msg.topic}/{msg.partition}/{msg.offset}"
@@ -93,11 +101,12 @@ def decode_events(msg: Message) -> tuple[list[dict[str, Any]], list[dict[str, An
         return [], [dead_letter("writer.decode", msg.topic, reason, msg.value, origin)]
     events: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
+    read = _read_event()
     for lineno, line in enumerate(msg.value.split(b"\n")):
         if not line.strip():
             continue
         try:
-            events.append(loads(line))
+            events.append(read(line))
         except SchemaError as exc:
             rejects.append(dead_letter("writer.decode", msg.topic, exc.reason, line, f"{origin}#{lineno}", exc.field))
     return events, rejects

@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 
 from pipeline.bus.base import Bus, BusUnavailable
 from pipeline.codec import EVENT_HEADERS, encode_dead_letter, encode_events
-from sensors.logs.parsers.native import event_dumps
+from pipeline.native import event_dumps
 from sensors.spool import DiskSpool
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.schema import dumps
+from pipeline.native import schema_args
+from pipeline.schema import SchemaError, dumps, loads
 from rules.mapping import WINDOWS_FIELDS, ZEEK_FIELDS, ZEEK_LOG_FIELDS
 from sensors.logs.parsers import ParseContext, ParseError, make_parser, native, zeek
 from sensors.logs.parsers.windows import read_json_documents
@@ -94,6 +96,11 @@ def test_real_windows_events_give_the_same_events():
 
 
 # -- generated records ------------------------------------------------------------------------------------
+
+def mostly(good: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`good` four times in five, else `other` (one_of would draw each as often)."""
+    return st.integers(0, 4).flatmap(lambda i: other if i == 0 else good)
+
 
 IPS = st.sampled_from(["10.0.0.1", "255.255.255.255", "01.2.3.4", "256.1.1.1", "::1", "fe80::1%eth0", "::",
                        "2001:DB8::8:800:200C:417A", "::ffff:10.1.2.3", "::ffff:a01:203", "1:2:3:4:5:6:7::",
@@ -176,10 +183,12 @@ def test_generated_eve_records_give_the_same_events(event_type, common, sections
 
 CHANNELS = st.sampled_from(["Security", "Microsoft-Windows-Sysmon/Operational", "System", "SECURITY",
                             "Microsoft-Windows-PowerShell/Operational", "Windows PowerShell", "Sécurité"])
-IDS = st.sampled_from([1, 3, 12, 13, 22, 4624, 4625, 4688, 4104, 4771, 800])
-EVENT_IDS = st.one_of(IDS, IDS, IDS, IDS, IDS, st.sampled_from(["4624", " 4625", "", "x", "0012", "4688.0"]), VALUES)
+EVENT_IDS = mostly(st.sampled_from([1, 3, 12, 13, 22, 4624, 4625, 4688, 4104, 4771, 800]),
+                   st.sampled_from(["4624", " 4625", "", "x", "0012", "4688.0"]) | VALUES)
 # mostly times the parsers read, sometimes anything
-WIN_TIMES = st.one_of(*[st.datetimes().map(lambda d: d.isoformat(timespec="microseconds") + "Z")] * 3, TIMES)
+RECENT = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1))
+WIN_TIMES = mostly(RECENT.map(lambda d: d.isoformat(timespec="microseconds") + "Z")
+                   | RECENT.map(lambda d: d.isoformat(timespec="milliseconds") + "Z"), TIMES)
 WIN_KEYS = st.sampled_from(sorted({*WINDOWS_FIELDS, "EventType", "LogonType", "Data", "TimeCreated", "EventID"}))
 DATA = st.one_of(
     st.dictionaries(WIN_KEYS | st.text(max_size=4), VALUES, max_size=6),
@@ -191,8 +200,7 @@ DATA = st.one_of(
                     max_size=1),
     VALUES,
 )
-SYSTEM_TIME = st.one_of(*[st.fixed_dictionaries({"#attributes": st.fixed_dictionaries({"SystemTime": WIN_TIMES})})] * 3,
-                        VALUES)
+SYSTEM_TIME = mostly(st.fixed_dictionaries({"#attributes": st.fixed_dictionaries({"SystemTime": WIN_TIMES})}), VALUES)
 EVTX = st.fixed_dictionaries({"Event": st.fixed_dictionaries(
     {"System": st.fixed_dictionaries({"TimeCreated": SYSTEM_TIME, "EventID": EVENT_IDS | st.fixed_dictionaries(
         {"#text": EVENT_IDS})}, optional={"Channel": CHANNELS | VALUES,
@@ -342,3 +350,70 @@ def test_a_sensor_writes_the_same_bytes_with_or_without_the_native_reader(log, m
         outputs.append((out.getvalue(), err.getvalue().count(b"\n"), router.stats.as_dict()))
     assert outputs[0][0].count(b"\n") >= len(lines) - 3
     assert outputs[0] == outputs[1]
+
+
+# -- the wire decoder ---------------------------------------------------------------------------------------
+
+DECODER = native.ganzhi_jsonlogs.WireDecoder(schema_args()) if native.ganzhi_jsonlogs else None
+
+
+def same_event(line: bytes) -> bool:
+    """The native decoder reads loads(line)'s event, or answers None where loads may differ or raise; True when
+    it answered."""
+    got = DECODER.decode(line)
+    try:
+        want = loads(line)
+    except SchemaError:
+        assert got is None, line
+        return False
+    if got is None:
+        return False
+    assert got == want, f"{line!r}\nnative: {got}\nloads:  {want}"
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
+    assert list(got) == list(want) and list(got.get("extra", {})) == list(want.get("extra", {}))
+    return True
+
+
+@pytest.mark.skipif(not ZEEK_JSON.exists(), reason="../shared/data is absent")
+def test_the_decoder_reads_what_the_encoder_wrote_for_real_events():
+    read = total = 0
+    for path in sorted(ZEEK_JSON.glob("*.json.gz")):
+        parser = make_parser("zeek", HOST_CTX, path.name[:-3])
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for i, line in zip(range(500), fh, strict=False):
+                event = parser.parse(line.rstrip("\n"), str(i))
+                if event is not None:
+                    total += 1
+                    read += same_event(dumps(event))
+    assert total > 5000 and read / total > 0.99, (read, total)
+
+
+WIRE_KEYS = st.sampled_from(["ts", "event_id", "sensor", "source_type", "event_category", "src_ip", "dst_port",
+                             "duration", "bytes_in", "dns_answers", "extra", "raw", "action", "schema_version",
+                             "ingested_at", "ioc_confidence", "user_name", "unknown_key"])
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({"ts": WIN_TIMES,
+                              "event_id": mostly(st.text(min_size=1, max_size=8), st.just("a" * 129) | VALUES),
+                              "sensor": mostly(st.just("s"), VALUES),
+                              "source_type": mostly(st.sampled_from(["Zeek_DNS", "windows"]), VALUES),
+                              "event_category": mostly(st.just("dns"), VALUES)}),
+       st.dictionaries(WIRE_KEYS | st.text(max_size=4), st.one_of(
+           st.text(max_size=8), st.integers(0, 65535), st.sampled_from(["10.0.0.1", "::1", "2001:db8::1"]),
+           st.lists(st.text(max_size=4), max_size=2), VALUES,
+           st.dictionaries(st.text(max_size=3), VALUES, max_size=3)), max_size=6),
+       st.integers(0, 2), st.integers(0, 4))
+def test_the_decoder_reads_any_line_as_loads_does(required, fields, style, drop):
+    record = {**required, **fields}
+    if drop == 0 and record:
+        record.pop(next(iter(record)))
+    same_event(encode(record, style).encode())
+
+
+def test_mutated_wire_lines_are_read_as_loads_does():
+    rng = random.Random(11)
+    parser = make_parser("zeek", CTX, "dns.json")
+    line = dumps(parser.parse(DNS_LINE, "1")).decode()
+    read = sum(same_event(mutate(line, rng).encode()) for _ in range(6000))
+    assert read > 500

@@ -1,43 +1,18 @@
-"""The native JSON readers (sensors/logs/native, Rust) in front of the Zeek JSON, EVE and Windows JSON parsers,
-and the native writer of the wire form behind the sensors' sinks.
+"""The native JSON readers (sensors/logs/native, Rust; see pipeline.native) in front of the Zeek JSON, EVE and
+Windows JSON parsers.
 
-The readers are handed the schema and the very mapping tables the Python parsers use, and for each line they
-return exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
-uncommon timestamp or number forms, ...): the Python parser then reads that line and writes any error. The
-writer gives pipeline.schema.dumps' bytes, or None and dumps writes them. `make setup` builds the module;
-without it (or with GANZHI_NATIVE=0) Python does all of it.
+They are handed the schema and the very mapping tables the Python parsers use, and for each line they return
+exactly the event the Python parser would, or None when they are not certain to agree (invalid JSON,
+uncommon timestamp or number forms, ...): the Python parser then reads that line and writes any error.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any
 
-from pipeline.schema import FIELDS, LOWERCASED, REQUIRED, dumps
+from pipeline.native import available, ganzhi_jsonlogs
+from pipeline.native import schema_args as _schema
 from sensors.logs.parsers.base import ParseContext
-
-try:
-    import ganzhi_jsonlogs
-except ImportError:  # not built: the Python parsers read every line
-    ganzhi_jsonlogs = None
-
-
-def available() -> bool:
-    return ganzhi_jsonlogs is not None and os.environ.get("GANZHI_NATIVE", "1") != "0"
-
-
-def event_dumps() -> Callable[[dict[str, Any]], bytes]:
-    """pipeline.schema.dumps, written natively where the module is built (the same bytes; it falls back to
-    dumps for any value it is not sure to write as orjson does)."""
-    if not available():
-        return dumps
-    encode = ganzhi_jsonlogs.encode_event
-    return lambda event: encode(event) or dumps(event)
-
-
-def _schema() -> tuple[list[tuple[str, str]], list[str], list[str]]:
-    return [(f.name, f.kind) for f in FIELDS], sorted(LOWERCASED), list(REQUIRED)
 
 
 def _context(ctx: ParseContext) -> tuple[str, str] | None:

@@ -189,10 +189,12 @@ impl Common {
             id.push(HEX[(byte & 15) as usize] as char);
         }
         record.set(c.event_id, Out::Str(Cow::Owned(id)));
-        self.to_py(py, record, line).map_err(|_| Unsure)
+        self.to_py(py, record, Some(line)).map_err(|_| Unsure)
     }
 
-    pub(crate) fn to_py<'py>(&self, py: Python<'py>, record: Record<'_>, line: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
+    /// The canonical dict; `line` is the str a reader's `raw` (Out::Line) refers to.
+    pub(crate) fn to_py<'py>(&self, py: Python<'py>, record: Record<'_>, line: Option<&Bound<'py, PyString>>)
+                             -> PyResult<Bound<'py, PyDict>> {
         let out = presized(py, record.columns.len() + 1)?;
         let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
         for (column, value, _) in &record.columns {
@@ -207,7 +209,7 @@ impl Common {
                 Out::Str(s) if s.len() <= SHORT_VALUE => out.set_item(key, cached(py, &mut values, s))?,
                 Out::Str(s) => out.set_item(key, PyString::new(py, s))?,
                 Out::Strs(items) => out.set_item(key, PyList::new(py, items.iter().map(|s| PyString::new(py, s)))?)?,
-                Out::Line => out.set_item(key, line)?,
+                Out::Line => out.set_item(key, line.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("no line"))?)?,
             }
         }
         if !record.extra.is_empty() {

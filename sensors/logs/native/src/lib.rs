@@ -36,5 +36,6 @@ fn ganzhi_jsonlogs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<eve::EveJson>()?;
     m.add_class::<windows::WindowsJson>()?;
     m.add_function(wrap_pyfunction!(wire::encode_event, m)?)?;
+    m.add_class::<wire::WireDecoder>()?;
     Ok(())
 }

@@ -144,3 +144,70 @@ fn encode(event: &Bound<'_, PyDict>) -> Sure<Vec<u8>> {
 pub(crate) fn encode_event<'py>(py: Python<'py>, event: &Bound<'py, PyDict>) -> Option<Bound<'py, PyBytes>> {
     settle(|| encode(event).ok().map(|line| PyBytes::new(py, &line)))
 }
+
+/// pipeline.schema._text: strings as they are, None as "", anything else as compact JSON
+fn schema_text<'a>(v: &J<'a>) -> Sure<Cow<'a, str>> {
+    match v {
+        J::Null => Ok(Cow::Borrowed("")),
+        other => text(other),
+    }
+}
+
+/// pipeline.codec's reader of event lines: loads + normalize, natively.
+#[pyclass(frozen)]
+pub(crate) struct WireDecoder {
+    common: Common,
+}
+
+#[pymethods]
+impl WireDecoder {
+    #[new]
+    fn new(py: Python<'_>, schema: SchemaArgs) -> PyResult<Self> {
+        // the decoder names no sensor of its own: the events carry theirs
+        Ok(WireDecoder { common: Common::new(py, schema, "wire".to_owned(), String::new())? })
+    }
+
+    /// The canonical event of one line of an events message, or None: pipeline.schema.loads reads it (and
+    /// says what is wrong with it).
+    fn decode<'py>(&self, py: Python<'py>, line: &[u8]) -> Option<Bound<'py, PyDict>> {
+        settle(|| self.read(py, line).ok())
+    }
+}
+
+impl WireDecoder {
+    fn read<'py>(&self, py: Python<'py>, line: &[u8]) -> Sure<Bound<'py, PyDict>> {
+        let doc = load(std::str::from_utf8(line).map_err(|_| Unsure)?)?;
+        let schema = &self.common.schema;
+        for (id, name) in schema.names.iter().enumerate() {
+            if schema.required & (1 << id) != 0 && get(&doc, name).is_none_or(|v| matches!(v, J::Null) || matches!(v, J::S(s) if s.is_empty())) {
+                return Err(Unsure); // a required field missing: Python's message
+            }
+        }
+        let mut record = Record::new();
+        match get(&doc, "extra") {
+            None | Some(J::Null) => {}
+            Some(J::O(given)) => {
+                for (k, v) in given {
+                    record.add_extra(k.clone(), schema_text(v)?);
+                }
+            }
+            Some(_) => return Err(Unsure),
+        }
+        for (key, given) in &doc {
+            match schema.ids.get(key.as_ref()) {
+                Some(_) if key == "extra" => {}
+                Some(&column) => {
+                    let out = schema.check(column, given)?.ok_or(Unsure)?; // normalize raises: Python says why
+                    record.set(column, out);
+                }
+                None if key == "schema_version" || key == "ingested_at" => {}
+                None => record.add_extra(key.clone(), schema_text(given)?),
+            }
+        }
+        let id_col = self.common.cols.event_id;
+        if record.columns.iter().any(|(c, v, _)| *c == id_col && matches!(v, Out::Str(s) if s.len() > 128)) {
+            return Err(Unsure);
+        }
+        self.common.to_py(py, record, None).map_err(|_| Unsure)
+    }
+}
