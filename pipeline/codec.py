@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from pipeline.bus.base import Message
-from pipeline.native import event_loads
-from pipeline.schema import SCHEMA_VERSION, SchemaError, dumps, format_ts, parse_ts
+from pipeline.native import event_dumps, event_loads
+from pipeline.schema import SCHEMA_VERSION, SchemaError, format_ts, parse_ts
 
 SCHEMA_HEADER = "ganzhi-schema"
 EVENT_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode()), ("content-type", b"application/x-ndjson")]
@@ -30,9 +30,10 @@ MAX_MESSAGE_BYTES = 512 * 1024
 
 
 def encode_events(events: Iterable[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES,
-                  dump: Callable[[dict[str, Any]], bytes] = dumps) -> Iterator[bytes]:
+                  dump: Callable[[dict[str, Any]], bytes] | None = None) -> Iterator[bytes]:
     """Canonical events -> message values of at most max_bytes (an oversized single event goes alone).
-    `dump` writes one event's line: pipeline.schema.dumps or a writer of the same bytes."""
+    `dump` writes one event's line: by default pipeline.schema.dumps' bytes, natively where it can."""
+    dump = dump or _write_event()
     lines: list[bytes] = []
     size = 0
     for event in events:
@@ -84,6 +85,11 @@ def decode_dead_letter(msg: Message) -> dict[str, Any]:
         return out
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return dead_letter("writer.deadletter", msg.topic, f"malformed dead-letter record: {exc}", msg.value, origin)
+
+
+@lru_cache(maxsize=1)
+def _write_event() -> Callable[[dict[str, Any]], bytes]:
+    return event_dumps()
 
 
 @lru_cache(maxsize=1)

@@ -50,7 +50,6 @@ class BusSink:
         self._unconfirmed: list[tuple[str, bytes]] = []  # sent since the last confirmed flush
         self._next_drain = 0.0
         self._lock = threading.Lock()
-        self._dump = event_dumps()
 
     def emit(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -64,7 +63,7 @@ class BusSink:
 
     def _publish(self) -> None:
         events, self._events = self._events, []
-        for value in encode_events(events, dump=self._dump):
+        for value in encode_events(events):
             self._send(self.bus.topics.events, value)
 
     def _send(self, topic: str, value: bytes) -> None:
