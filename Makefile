@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install -q --no-binary urllib3-future -e '.[test,bench]'
 	touch $@
 
-# the native Zeek JSON / EVE reader (Rust, PyO3): a Rust toolchain and crates.io are needed to build it
-$(VENV)/.native: $(VENV)/.installed $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml $(NATIVE)/src/lib.rs
+# the native JSON readers and wire codec (Rust, PyO3; pipeline/native.py): a Rust toolchain and crates.io are
+# needed to build it
+$(VENV)/.native: $(VENV)/.installed $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml \
+                 $(wildcard $(NATIVE)/src/*.rs)
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs), then run make setup again" >&2; exit 1; }
 	$(BIN)/pip install -q ./$(NATIVE)
 	touch $@

@@ -34,7 +34,7 @@ from bench.common import record_results
 from pipeline.codec import encode_events
 from pipeline.native import event_dumps
 from pipeline.schema import dumps
-from sensors.logs.parsers import ParseContext, ParseError, base, eve, make_parser, native, windows, zeek
+from sensors.logs.parsers import ParseContext, ParseError, Parser, base, eve, make_parser, native, windows, zeek
 from sensors.logs.parsers.windows import read_json_documents
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -109,11 +109,16 @@ def sshd_syslog(n: int) -> list[str]:
     return _repeat(["Dec 10 06:55:46 LabSZ sshd[24200]: Failed password for root from 1.2.3.4 port 22 ssh2"], n)
 
 
-def measure(fmt: str, lines: list[str], filename: str = "", python_only: bool = False) -> tuple[float, int]:
+def bench_parser(fmt: str, filename: str = "", python_only: bool = False) -> Parser:
+    """The parser a sensor would use; `python_only` without its native reader (the baseline)."""
     parser = make_parser(fmt, ParseContext.make(sensor="bench", year=2017), filename)
     if python_only:
         parser._native = None  # type: ignore[attr-defined]
-    parse = parser.parse
+    return parser
+
+
+def measure(fmt: str, lines: list[str], filename: str = "", python_only: bool = False) -> tuple[float, int]:
+    parse = bench_parser(fmt, filename, python_only).parse
     events = 0
     started = time.perf_counter()
     for i, line in enumerate(lines):
@@ -127,11 +132,8 @@ def measure(fmt: str, lines: list[str], filename: str = "", python_only: bool = 
 
 def measure_publish(fmt: str, lines: list[str], filename: str = "", python_only: bool = False) -> float:
     """lines/s through parse + wire encoding into bus messages: all a sensor does before the broker."""
-    parser = make_parser(fmt, ParseContext.make(sensor="bench", year=2017), filename)
+    parse = bench_parser(fmt, filename, python_only).parse
     dump = dumps if python_only else event_dumps()
-    if python_only:
-        parser._native = None  # type: ignore[attr-defined]
-    parse = parser.parse
     started = time.perf_counter()
     for chunk in range(0, len(lines), 2000):  # the sensor's batch
         events = []
@@ -149,9 +151,7 @@ def measure_publish(fmt: str, lines: list[str], filename: str = "", python_only:
 
 def same_events(fmt: str, lines: list[str], filename: str) -> None:
     """The native reader and the Python parser give equal events for these lines (else the figures are moot)."""
-    ctx = ParseContext.make(sensor="bench", year=2017)
-    fast, slow = make_parser(fmt, ctx, filename), make_parser(fmt, ctx, filename)
-    slow._native = None  # type: ignore[attr-defined]
+    fast, slow = bench_parser(fmt, filename), bench_parser(fmt, filename, python_only=True)
     for i, line in enumerate(lines):
         if fast.parse(line, str(i)) != slow.parse(line, str(i)):
             raise SystemExit(f"{fmt}: the native reader and the Python parser disagree on line {i}: {line[:200]}")

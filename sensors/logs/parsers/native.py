@@ -16,7 +16,10 @@ from sensors.logs.parsers.base import ParseContext
 
 
 def _context(ctx: ParseContext) -> tuple[str, str] | None:
-    # the readers hash and copy these as UTF-8; a name Python cannot encode stays on the Python path
+    """(sensor, host) for a reader, or None for no reader: the module is not here or switched off, or a name
+    Python cannot encode as the UTF-8 the readers hash and copy."""
+    if not available():
+        return None
     try:
         ctx.sensor.encode("utf-8")
         ctx.host.encode("utf-8")
@@ -29,7 +32,7 @@ def zeek_reader(ctx: ParseContext, fields: dict[str, str], log_fields: dict[str,
                 categories: dict[str, str]) -> Any:
     """A `ZeekJson` reader (`.parse(line, origin, log) -> event | None`), or None without the module."""
     names = _context(ctx)
-    if not available() or names is None:
+    if names is None:
         return None
     return ganzhi_jsonlogs.ZeekJson(_schema(), *names, fields, log_fields, categories)
 
@@ -38,7 +41,7 @@ def eve_reader(ctx: ParseContext, columns: dict[str, str], categories: dict[str,
                severities: dict[int, str], source_type: str) -> Any:
     """An `EveJson` reader (`.parse(line, origin) -> event | None`), or None without the module."""
     names = _context(ctx)
-    if not available() or names is None:
+    if names is None:
         return None
     return ganzhi_jsonlogs.EveJson(_schema(), *names, columns, categories, severities, source_type)
 
@@ -48,7 +51,7 @@ def windows_reader(ctx: ParseContext, fields: dict[str, str], sysmon: dict[int, 
                    failure_events: tuple[int, ...], nxlog_head: dict[str, str], source_type: str) -> Any:
     """A `WindowsJson` reader (`.parse(line, origin) -> event | None`), or None without the module."""
     names = _context(ctx)
-    if not available() or names is None:
+    if names is None:
         return None
     return ganzhi_jsonlogs.WindowsJson(_schema(), names[0], fields, sysmon,
                                        [(c, i, cat) for (c, i), cat in channels.items()], sorted(auth_events),

@@ -130,11 +130,9 @@ impl EveJson {
         let root = J::O(doc);
         let mut flat = Vec::with_capacity(32);
         flatten("", &root, &mut flat);
-        for (path, value) in &flat {
+        for (path, value) in flat {
             match self.columns.get(path.as_str()) {
-                Some(&col) if !matches!(value, J::A(_) | J::Bool(_)) => {
-                    record.put(schema, col, value, &Cow::Owned(path.clone()))?
-                }
+                Some(&col) if !matches!(value, J::A(_) | J::Bool(_)) => record.put(schema, col, value, &Cow::Owned(path))?,
                 _ => {
                     let empty = match value {
                         J::Null => true,
@@ -143,7 +141,7 @@ impl EveJson {
                         _ => false,
                     };
                     if !empty {
-                        record.add_extra(Cow::Owned(path.clone()), text(value)?);
+                        record.add_extra(Cow::Owned(path), text(value)?);
                     }
                 }
             }

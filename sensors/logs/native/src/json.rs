@@ -214,7 +214,7 @@ pub(crate) fn py_str_number(v: &J) -> Sure<String> {
 
 /// A float in fixed notation with at least one fractional digit and its shortest round-trip digits: what
 /// both Python's `repr` and orjson print for 1e-4 <= |f| < 1e16 (they differ on exponent notation, so
-/// the rest is Unsure).
+/// the rest is Unsure). In that range ryu writes exactly this form.
 pub(crate) fn fixed_float(f: f64, out: &mut String) -> Sure<()> {
     if f == 0.0 {
         out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
@@ -226,41 +226,13 @@ pub(crate) fn fixed_float(f: f64, out: &mut String) -> Sure<()> {
     }
     let mut buf = ryu::Buffer::new();
     let shortest = buf.format_finite(a);
-    if !shortest.contains('e') {
-        // in this range ryu already writes fixed notation with a fractional digit, as Python does
-        if f < 0.0 {
-            out.push('-');
-        }
-        out.push_str(shortest);
-        return Ok(());
+    if shortest.contains('e') {
+        return Err(Unsure); // not seen in this range; should a ryu version do it, Python writes the number
     }
-    // ryu writes "123.45", "0.00012" or "1.2345e-5"/"1e16": split into digits and the decimal point position
-    let (mantissa, exp) = match shortest.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().map_err(|_| Unsure)?),
-        None => (shortest, 0),
-    };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let joined = format!("{int_part}{frac_part}");
-    let lead = joined.len() - joined.trim_start_matches('0').len();
-    let digits = joined[lead..].trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    let point = int_part.len() as i32 + exp - lead as i32; // digits before the decimal point
     if f < 0.0 {
         out.push('-');
     }
-    if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-point) as usize));
-        out.push_str(digits);
-    } else if point as usize >= digits.len() {
-        out.push_str(digits);
-        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
-        out.push_str(".0");
-    } else {
-        out.push_str(&digits[..point as usize]);
-        out.push('.');
-        out.push_str(&digits[point as usize..]);
-    }
+    out.push_str(shortest);
     Ok(())
 }
 

@@ -82,10 +82,13 @@ impl ZeekJson {
             }
         }
         let outcome = |v: &J| text_out(if is_true(v) { "success" } else { "failure" });
-        if log == "ssh" && get(&doc, "auth_success").is_some() {
-            record.set(c.action, outcome(get(&doc, "auth_success").ok_or(Unsure)?));
-        } else if (log == "kerberos" || log == "ntlm") && get(&doc, "success").is_some() {
-            record.set(c.action, outcome(get(&doc, "success").ok_or(Unsure)?));
+        let said = match log.as_ref() {
+            "ssh" => get(&doc, "auth_success"),
+            "kerberos" | "ntlm" => get(&doc, "success"),
+            _ => None,
+        };
+        if let Some(v) = said {
+            record.set(c.action, outcome(v));
         } else if log == "dns" {
             record.set(c.action, Out::Str(Cow::Borrowed("query")));
         }
