@@ -1,5 +1,6 @@
 """Ganzhi's native module, `ganzhi_jsonlogs` (Rust, built by `make setup` from sensors/logs/native): whether it
-is here, the schema it is handed, and its writer and reader of the wire form (pipeline.codec).
+is here, the schema it is handed, its writer and reader of the wire form (pipeline.codec), and the live detection
+prefilter's literal search (pipeline.detect.engine).
 
 Everything it does has a Python twin that gives the same result; it answers None where it is not certain to
 agree, and the Python twin does the work (and writes any error). Without the module, or with GANZHI_NATIVE=0,
@@ -9,7 +10,7 @@ Python does all of it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.schema import FIELDS, LOWERCASED, REQUIRED, dumps, loads
@@ -43,3 +44,14 @@ def event_loads() -> Callable[[bytes], dict[str, Any]]:
         return loads
     decode = ganzhi_jsonlogs.WireDecoder(schema_args()).decode
     return lambda line: decode(line) or loads(line)
+
+
+LiteralScan = Callable[[list[dict[str, Any]]], tuple[list[int], list[int]]]
+
+
+def literal_scanner(literals: Sequence[str]) -> LiteralScan | None:
+    """A search of in-memory events for the prefilter's lower-case literals: (the 1-based numbers of those some
+    event holds, the positions of events it could not search, for ClickHouse to); None without the module."""
+    if not available() or not literals:
+        return None
+    return ganzhi_jsonlogs.LiteralScanner(list(literals)).scan

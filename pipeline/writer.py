@@ -73,7 +73,7 @@ class Writer:
         max_batch_messages: int = 2000,
         max_batch_events: int = 50_000,
         linger_s: float = 0.5,
-        on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_batch: Callable[[list[dict[str, Any]], bool], None] | None = None,
         enricher: Enricher | None = None,
         instance_id: str | None = None,
         on_flush: Callable[[Writer], None] | None = None,
@@ -85,7 +85,9 @@ class Writer:
         self.max_batch_messages = max_batch_messages
         self.max_batch_events = max_batch_events
         self.linger_s = linger_s
-        self.on_batch = on_batch  # hook for live detection: called with each inserted batch's events
+        # hook for live detection: called with each inserted batch's events, and whether each is exactly the row
+        # stored (not so after a takeover: a previous writer stored some, this one did not enrich them)
+        self.on_batch = on_batch
         self.enricher = enricher
         self.on_flush = on_flush  # called after each committed batch (metrics)
         self.on_tick = on_tick  # called once per loop turn, busy or idle (metrics)
@@ -144,6 +146,7 @@ class Writer:
         with self._stage("decode"):
             events, rejected, stored_dead, recovering_ids = self._decode(batch)
         detect = events  # detection sees the whole batch: a crashed writer may have stored it unexamined
+        already: set[str] = set()
         if recovering_ids:
             already = self._with_store_retry(lambda: self.store.existing_event_ids(recovering_ids), stop)
             if already:
@@ -167,7 +170,7 @@ class Writer:
             self._with_bus_retry(self.bus.flush, stop)
         if self.on_batch is not None and detect:
             with self._stage("detect"):
-                self._with_store_retry(lambda: self.on_batch(detect), stop)  # type: ignore[misc]
+                self._with_store_retry(lambda: self.on_batch(detect, not already), stop)  # type: ignore[misc]
         offsets = next_offsets(batch)
         with self._stage("commit"):
             try:

@@ -77,6 +77,12 @@ def like_pattern(value: SigmaString) -> str:
     return "".join(out)
 
 
+def regex_sql(value: SigmaRegularExpression) -> str:
+    """The pattern `match` gets (RE2 syntax): Sigma's flags written inline in front."""
+    flags = "".join(sorted(_RE_FLAGS[f] for f in value.flags if f in _RE_FLAGS))
+    return (f"(?{flags})" if flags else "") + str(value.regexp)
+
+
 class Field:
     """How one Sigma field reads in SQL: a schema column (of some kind) or a key of `extra`."""
 
@@ -237,9 +243,7 @@ class GanzhiClickHouseBackend(TextQueryBackend):
 
     def convert_condition_field_eq_val_re(self, cond: ConditionFieldEqualsValueExpression,
                                           state: ConversionState) -> str:
-        value: SigmaRegularExpression = cond.value
-        flags = "".join(sorted(_RE_FLAGS[f] for f in value.flags if f in _RE_FLAGS))
-        regex = sql_string((f"(?{flags})" if flags else "") + str(value.regexp))
+        regex = sql_string(regex_sql(cond.value))
         return Field(cond.field).test(lambda t: f"match({t}, {regex})")
 
     def convert_condition_field_eq_val_cidr(self, cond: ConditionFieldEqualsValueExpression,

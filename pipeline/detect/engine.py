@@ -24,16 +24,20 @@ firing and the group-by values. Re-running detection over the same rows yields t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import Any
 
+from pipeline import native
 from pipeline.detect.compile import DETECTION_SETTINGS, CompiledCorrelation, CompiledRule, RuleSet
 from pipeline.detect.prefilter import literal_index
-from pipeline.store.base import Store, in_array
+from pipeline.schema import FIELD_BY_NAME
+from pipeline.store.base import Store, in_array, ip_text
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -52,9 +56,12 @@ ENTITY_FIELDS = ("src_ip", "host_name", "user_name", "dst_ip")
 CONTEXT_FIELDS = ("src_ip", "dst_ip", "host_name", "user_name", "src_org_unit", "dst_org_unit", "src_asset",
                   "dst_asset")
 MAX_WINDOW_EVENTS = 100  # events kept per correlation firing (the window may hold many more)
+_IP_CONTEXT = frozenset(c for c in CONTEXT_FIELDS if FIELD_BY_NAME[c].kind == "ip")
 # materialize(): clickhouse-driver misreads a never-written (sparse) String column in an empty ARRAY JOIN
-# result block; a materialized copy under another name reads fine on both engines.
-_SELECT_CONTEXT = ", ".join(f"materialize({c}) AS c_{c}" for c in CONTEXT_FIELDS)
+# result block; a materialized copy under another name reads fine on both engines. Addresses come as hex: the
+# driver's IPv6 objects cost more than the rest of a hit (a live batch of 50 k events may have 20 k hits).
+_SELECT_CONTEXT = ", ".join(f"hex({c}) AS c_{c}" if c in _IP_CONTEXT else f"materialize({c}) AS c_{c}"
+                            for c in CONTEXT_FIELDS)
 _CONTEXT_ALIASES = ", ".join(f"c_{c}" for c in CONTEXT_FIELDS)
 
 
@@ -130,8 +137,20 @@ class Alert:
         }
 
 
+@lru_cache(maxsize=65_536)  # a rule's hits on one entity within its window share the id
 def alert_id(rule_id: str, entity: str, window_start_ms: int) -> str:
     return hashlib.blake2b(f"{rule_id}\x00{entity}\x00{window_start_ms}".encode(), digest_size=16).hexdigest()
+
+
+@lru_cache(maxsize=65_536)
+def _ip_from_hex(value: str) -> str:
+    return ip_text(ipaddress.IPv6Address(bytes.fromhex(value)))
+
+
+def _context(row: Sequence[Any], offset: int) -> dict[str, str]:
+    """The CONTEXT_FIELDS of a hit, from the result row's columns from `offset` on."""
+    return {name: (_ip_from_hex(value) if name in _IP_CONTEXT else value or "")
+            for name, value in zip(CONTEXT_FIELDS, row[offset:offset + len(CONTEXT_FIELDS)], strict=True)}
 
 
 def _entity(context: dict[str, str]) -> str:
@@ -189,22 +208,42 @@ class Detector:
                 f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
                 f"WHERE {selector.sql()} AND ({logsource})")
 
-    def candidate_groups(self, selector: Selector, groups: Sequence[tuple[str, list[CompiledRule]]]
-                         ) -> list[tuple[str, list[CompiledRule]]]:
+    def candidate_groups(self, selector: Selector, groups: Sequence[tuple[str, list[CompiledRule]]],
+                         events: list[dict[str, Any]] | None = None) -> list[tuple[str, list[CompiledRule]]]:
         """The groups narrowed to the rules that can match in the selected rows: of the log sources that have
         rows there, the rules one of whose necessary literals occurs, and those without literals. Two queries,
         side by side on a server; empty groups are dropped (each group query costs its planning even over no
-        rows). Groups are the caller's (not merged)."""
+        rows). Groups are the caller's (not merged). `events`: the selected rows exactly as stored (a live
+        batch in memory): the native module searches them for the literals instead of ClickHouse (events it
+        cannot search, ClickHouse still does)."""
         if not groups:
             return []
         present = "[" + ", ".join(f"countIf({source}) > 0" for source, _ in groups) + "]"
-        asked = [self._submit(self._one_row, f"SELECT {sql} FROM events WHERE {selector.sql()}", selector.params())
-                 for sql in (self._literals.found_sql, present)]
-        found_literals, has_rows = (f.result() for f in asked)
+        has_rows = self._submit(self._one_row, f"SELECT {present} FROM events WHERE {selector.sql()}",
+                                selector.params())
+        found_literals = self._found_literals(selector, events)
         found = self._literals.rules_found(found_literals)
+        has_rows = has_rows.result()
         narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
                     for (source, rules), rows in zip(groups, has_rows, strict=True) if rows]
         return [(source, rules) for source, rules in narrowed if rules]
+
+    @cached_property
+    def _literal_scan(self) -> native.LiteralScan | None:
+        return native.literal_scanner(self._literals.literals)  # built on first use: live batches only
+
+    def _found_literals(self, selector: Selector, events: list[dict[str, Any]] | None) -> list[int]:
+        """The numbers of the literals the selected rows hold: natively over `events` where it can, else one
+        Hyperscan query."""
+        scan = self._literal_scan if events is not None else None
+        if events is None or scan is None:
+            return self._one_row(f"SELECT {self._literals.found_sql} FROM events WHERE {selector.sql()}",
+                                 selector.params())
+        found, unsure = scan(events)
+        if unsure:  # text the native search cannot lower-case as lowerUTF8 does
+            rest = Selector(selector.lo_ms, selector.hi_ms, tuple(events[i]["event_id"] for i in unsure))
+            found = sorted({*found, *self._found_literals(rest, None)})
+        return found
 
     def _one_row(self, sql: str, params: dict[str, Any]) -> Any:
         return self.store.query(sql, params, settings=DETECTION_SETTINGS).scalar()
@@ -251,7 +290,7 @@ class Detector:
         return [hit for f in self._submit_rules(selector, groups) for hit in f.result()]
 
     def _submit_rules(self, selector: Selector, groups: Iterable[tuple[str, list[CompiledRule]]] | None = None,
-                      speculate: bool = False) -> list[Future[Any]]:
+                      speculate: bool = False, events: list[dict[str, Any]] | None = None) -> list[Future[Any]]:
         """The group queries, submitted. With `speculate` (live batches on a server), the rules the previous batch
         needed start before the prefilter has answered, and then only the rules it names beyond them: the
         prefilter stops being a step every batch waits for. The hits are the same: a rule can only match a row
@@ -261,7 +300,7 @@ class Detector:
             return [self._submit(self.run_group, source, rules, selector) for source, rules in groups]
         guess = self._guess if speculate and self.parallel > 1 else []
         early = [self._submit(self.run_group, source, rules, selector) for source, rules in merge_small_groups(guess)]
-        needed = self.candidate_groups(selector, groups)
+        needed = self.candidate_groups(selector, groups, events)
         if speculate:
             self._guess = needed
         guessed = {id(r) for _, rules in guess for r in rules}
@@ -275,7 +314,7 @@ class Detector:
         hits = []
         for row in result.rows:
             rule = rules[row[0]]
-            context = {name: row[3 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
+            context = _context(row, 3)
             entity = _entity(context)
             window = row[2] - row[2] % ALERT_WINDOW_MS
             hits.append(Hit(alert_id(rule.rule_id, entity, window), rule.rule_id, row[1], row[2], entity,
@@ -291,7 +330,7 @@ class Detector:
         hits: list[Hit] = []
         for row in result.rows:
             _, fired_at, group_values, window_events = row[:4]
-            context = {name: row[4 + i] or "" for i, name in enumerate(CONTEXT_FIELDS)}
+            context = _context(row, 4)
             entity = ", ".join(f"{n}={v}" for n, v in zip(corr.group_names, group_values, strict=True))
             window = fired_at - fired_at % span_ms
             aid = alert_id(corr.rule_id, entity, window)
@@ -304,18 +343,20 @@ class Detector:
         fire = correlation_fire or Selector(selector.lo_ms, selector.hi_ms)
         return self._gather(selector, [fire] * len(self.ruleset.correlations))
 
-    def run_live(self, batch: Selector) -> list[Hit]:
+    def run_live(self, batch: Selector, events: list[dict[str, Any]] | None = None) -> list[Hit]:
         """A live batch: its rows for single-event rules; for correlations, every firing whose window can
-        contain one of the batch's events (events up to one timespan after the batch's newest)."""
+        contain one of the batch's events (events up to one timespan after the batch's newest). `events`: the
+        batch's rows as stored, for the prefilter to search in memory (see candidate_groups)."""
         return self._gather(batch, [Selector(batch.lo_ms, batch.hi_ms + c.timespan_s * 1000)
-                                    for c in self.ruleset.correlations], speculate=True)
+                                    for c in self.ruleset.correlations], speculate=True, events=events)
 
-    def _gather(self, selector: Selector, fires: Sequence[Selector], speculate: bool = False) -> list[Hit]:
+    def _gather(self, selector: Selector, fires: Sequence[Selector], speculate: bool = False,
+                events: list[dict[str, Any]] | None = None) -> list[Hit]:
         """Correlations start first (they need no prefilter), then the rule groups; the hits come out in the same
         order however the queries were scheduled."""
         correlations = [self._submit(self.run_correlation, corr, fire)
                         for corr, fire in zip(self.ruleset.correlations, fires, strict=True)]
-        rules = self._submit_rules(selector, speculate=speculate)
+        rules = self._submit_rules(selector, speculate=speculate, events=events)
         return [hit for f in (*rules, *correlations) for hit in f.result()]
 
     # -- hits -> alerts ------------------------------------------------------------------------------

@@ -195,12 +195,14 @@ class LiveDetection:
     def refresh_suppressions(self) -> None:
         self._suppressions_at = 0.0
 
-    def __call__(self, events: Sequence[dict[str, Any]]) -> list[Alert]:
+    def __call__(self, events: Sequence[dict[str, Any]], as_stored: bool = True) -> list[Alert]:
+        """Detect over a stored batch. `as_stored`: every event is exactly its stored row (the prefilter may then
+        search the events in memory); False after a takeover, when an earlier writer stored some of them."""
         if not events:
             return []
         started = time.monotonic()
         self._refresh()
-        hits = self.detector.run_live(Selector.batch(events))
+        hits = self.detector.run_live(Selector.batch(events), list(events) if as_stored else None)
         if self._disabled:
             hits = [h for h in hits if h.rule_id not in self._disabled]
         alerts = self.detector.alerts(hits)

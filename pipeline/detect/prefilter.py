@@ -7,7 +7,8 @@ one query, one Hyperscan pass (`multiMatchAllIndices`) over every rule's literal
 only the rules each of whose clauses had a literal occur, plus those without literals. Why this pays:
 ClickHouse analyses and plans a query anew each time, and for the 1,415 Windows process-creation rules that
 alone takes ~9 s on this machine, whatever the number of rows; a live batch of ordinary activity holds the
-literals of a few percent of the rules. The exact conditions still decide, so results are those of the plain
+literals of a few percent of the rules. (A live batch still in memory is searched by the native module instead, with
+the same literals: pipeline.native.literal_scanner.) The exact conditions still decide, so results are those of the plain
 SQL (tests compare both on the SigmaHQ set).
 
 Derivation, on the condition tree after field mapping:
@@ -17,8 +18,9 @@ Derivation, on the condition tree after field mapping:
 - AND needs every clause of every operand (it holds only if they all do);
 - OR needs one clause: the union of each branch's most selective clause (any branch may be the one that
   holds, and a branch that holds satisfies all its clauses);
-- NOT, regular expressions, CIDR, numbers, existence and field references need nothing derivable: a rule
-  whose condition has such a branch under an OR gets no prefilter and is evaluated on every row.
+- a regular expression needs the literal runs it cannot match without (`regex_clauses`);
+- NOT, CIDR, numbers, existence and field references need nothing derivable: a rule whose condition has
+  such a branch under an OR gets no prefilter and is evaluated on every row.
 Literals are runs of ASCII and of caseless characters (a value's other characters split it): the row's field
 is lower-cased with lowerUTF8, the folding the exact SQL uses; on ASCII that is plain lower-casing, and a
 caseless character (CJK, emoji, symbols and punctuation: no upper or lower form) is left as it is by every
@@ -29,7 +31,9 @@ SigmaHQ emoji rules had no literal and cost ~0.4 s of planning in every live bat
 
 from __future__ import annotations
 
+import re
 import unicodedata
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,15 +46,17 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
-from sigma.types import SigmaExpansion, SigmaNumber, SigmaString, SpecialChars
+from sigma.types import SigmaExpansion, SigmaNumber, SigmaRegularExpression, SigmaString, SpecialChars
 
-from pipeline.detect.backend import Field, sql_string
+from pipeline.detect.backend import Field, regex_sql, sql_string
 
 Need = frozenset[tuple[str, str]]  # alternatives: (SQL expression of the field's text, lower-case literal)
 Needs = tuple[Need, ...]  # clauses, all of which a match satisfies
 TEXT_KINDS = ("str", "lcstr", "strs", "extra")
 # categories of characters without case that no folding changes (letters only where they have no case forms)
-_CASELESS_CATEGORIES = frozenset({"Lo", "So", "Sm", "Sc", "Sk", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Pc"})
+# (marks and format characters too: the emoji variation selector U+FE0F and joiner U+200D)
+_CASELESS_CATEGORIES = frozenset({"Lo", "So", "Sm", "Sc", "Sk", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Pc", "Mn", "Mc",
+                                  "Me", "Cf", "Zs", "Nd", "No", "Lm"})
 KEYWORD_FIELDS = ("`raw`", "`message`")
 
 
@@ -58,6 +64,9 @@ def necessary(node: Any) -> Needs | None:
     """What the condition needs (None: nothing derivable, evaluate it on every row)."""
     if isinstance(node, ConditionFieldEqualsValueExpression):
         field = Field(node.field)
+        if isinstance(node.value, SigmaRegularExpression):
+            clauses = regex_clauses(regex_sql(node.value)) if field.kind in TEXT_KINDS else []
+            return tuple(frozenset((field.text(), x) for x in clause) for clause in clauses) or None
         # an expansion (windash, base64offset) is an OR of its values
         values = node.value.values if isinstance(node.value, SigmaExpansion) else [node.value]
         if field.kind not in TEXT_KINDS or not values or not all(isinstance(v, SigmaString) for v in values):
@@ -114,6 +123,67 @@ def longest_piece(value: SigmaString) -> str:
     pieces.append("".join(current))
     runs = [run for piece in pieces for run in _split_cased(piece)]
     return max(runs, key=len).lower()
+
+
+_PARSER = re._parser  # type: ignore[attr-defined]  # the stdlib's own regex parser (3.11+)
+_C = re._constants  # type: ignore[attr-defined]
+_REPEATS = (_C.MAX_REPEAT, _C.MIN_REPEAT, _C.POSSESSIVE_REPEAT)
+MAX_REGEX_CLAUSES = 3  # the longest runs of a regex are enough to select it; more only grow the literal database
+# Syntax where RE2 (ClickHouse's `match`) and Python's parser read the same text differently: POSIX classes
+# ([[:alpha:]] is a class to RE2 but a class then a literal "]" to Python) and verbose mode (whitespace)
+_UNSURE_SYNTAX = re.compile(r"\[:|\(\?[a-zA-Z-]*x")
+_FOLDS_INTO_ASCII = re.compile("[kKsS]")  # RE2's (?i) folds k with the Kelvin sign, s with the long s
+
+
+def regex_clauses(pattern: str) -> list[frozenset[str]]:
+    """Literals a regular expression cannot match without, as clauses of alternatives (lower-cased), from its
+    parse tree: the literal runs of its top-level sequence, and of groups, repeats of at least one and
+    alternations inside it. Empty when the pattern gives nothing certain (or Python's parser does not read it
+    the way RE2 does, then it claims nothing). Under (?i) a run also breaks at k and s, which RE2 matches
+    against non-ASCII letters."""
+    if _UNSURE_SYNTAX.search(pattern):
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = _PARSER.parse(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError):
+        return []
+    folds = bool(parsed.state.flags & re.IGNORECASE)
+    clauses = set(_sequence_clauses(list(parsed), folds))
+    return sorted(clauses, key=lambda c: (len(c), -min(map(len, c)), sorted(c)))[:MAX_REGEX_CLAUSES]
+
+
+def _sequence_clauses(items: list[tuple[Any, Any]], folds: bool) -> list[frozenset[str]]:
+    clauses: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def cut() -> None:
+        text = "".join(run)
+        run.clear()
+        pieces = [p for p in _split_cased(text) for p in (_FOLDS_INTO_ASCII.split(p) if folds else [p]) if p]
+        clauses.extend(frozenset({p.lower()}) for p in pieces if len(p) > 1 or len(pieces) == 1)
+
+    for op, arg in items:
+        if op is _C.LITERAL:
+            run.append(chr(arg))
+            continue
+        cut()
+        if op is _C.SUBPATTERN:
+            _group, add_flags, _del_flags, body = arg
+            clauses.extend(_sequence_clauses(list(body), folds or bool(add_flags & re.IGNORECASE)))
+        elif op is _C.ATOMIC_GROUP:
+            clauses.extend(_sequence_clauses(list(arg), folds))
+        elif op in _REPEATS and arg[0] >= 1:  # the body occurs at least once
+            clauses.extend(_sequence_clauses(list(arg[2]), folds))
+        elif op is _C.BRANCH:  # one branch matches: its most selective clause, from every branch
+            branches = [_sequence_clauses(list(b), folds) for b in arg[1]]
+            if branches and all(branches):
+                clauses.append(frozenset().union(*(min(b, key=lambda c: (len(c), -min(map(len, c))))
+                                                   for b in branches)))
+        # anything else (classes, any, anchors, lookarounds, back references) consumes no certain literal
+    cut()
+    return clauses
 
 
 def _cost(need: Need) -> tuple[int, int]:

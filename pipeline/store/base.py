@@ -217,7 +217,8 @@ def _split_args(args: str) -> list[str]:
     return parts
 
 
-def _ip_text(value: Any) -> str:
+def ip_text(value: Any) -> str:
+    """An IPv6 column value as Ganzhi writes addresses: IPv4-mapped ones dotted, the unset address ''."""
     addr = value if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) else ipaddress.ip_address(value)
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
@@ -258,7 +259,7 @@ def converter(ch_type: str) -> Callable[[Any], Any]:
     elif t.startswith("Date"):
         convert = _date
     elif t in ("IPv6", "IPv4"):
-        convert = _ip_text
+        convert = ip_text
     elif t.startswith("Array("):
         inner = converter(t[6:-1])
         convert = (lambda v: list(v)) if inner is _same else (lambda v: [inner(x) for x in v])

@@ -62,7 +62,7 @@ def test_redelivered_batch_leaves_one_copy(kafka_bus, server_store, unique_name)
     events = make_events(20_000, seed="redeliver")
     _publish(kafka_bus, events, max_bytes=16 * 1024)
 
-    def crash_after_insert(_events: list[dict]) -> None:
+    def crash_after_insert(_events: list[dict], _as_stored: bool) -> None:
         raise Crash  # the batch is in ClickHouse, its offsets are not committed
 
     first = Writer(kafka_bus, server_store, group=unique_name, max_batch_messages=100, on_batch=crash_after_insert)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline import native
 from pipeline.detect.compile import CompiledRule, compile_sources
 from pipeline.detect.engine import Detector, Selector
-from pipeline.detect.prefilter import hyperscan_literal
+from pipeline.detect.prefilter import hyperscan_literal, regex_clauses
 from pipeline.schema import event_id, normalize
 
 HEAD = """title: t
@@ -57,7 +58,8 @@ def test_wildcards_keep_the_longest_plain_piece() -> None:
 
 
 def test_nothing_derivable_means_no_prefilter() -> None:
-    # a NOT branch under OR, a regular expression, a value without ASCII text: evaluate the rule on every row
+    # a NOT branch under OR, a regular expression without a literal, a value without ASCII text: evaluate the
+    # rule on every row
     assert _needs("""  a:
     Image|endswith: '\\\\cmd.exe'
   b:
@@ -65,7 +67,7 @@ def test_nothing_derivable_means_no_prefilter() -> None:
   condition: a or not b
 """) is None
     assert _needs("""  sel:
-    CommandLine|re: 'who.mi'
+    CommandLine|re: '[a-z]+\\d{2,}'
   condition: sel
 """) is None
     assert _contains("'Администратор'") is None  # cased non-ASCII letters only: foldings may disagree on them
@@ -84,7 +86,30 @@ def test_caseless_characters_are_literals_too() -> None:
     assert _contains("'管理员'") == ((("`process_command_line`", "管理员"),),)
     assert _contains("'管理员Admin组'") == ((("`process_command_line`", "管理员admin组"),),)
     # the emoji presentation selector U+FE0F (a combining mark) splits
-    assert _contains("['🔥', '🛡️']") == ((("`process_command_line`", "🔥"), ("`process_command_line`", "🛡")),)
+    assert _contains("['🔥', '🛡️']") == ((("`process_command_line`", "🔥"), ("`process_command_line`", "🛡\ufe0f")),)
+    # ... as are the emoji presentation selector U+FE0F and the joiner U+200D (marks and format characters)
+    assert _contains("'Ⓜ️'") == ((("`process_command_line`", "\ufe0f"),),)  # a circled M has case forms
+
+
+def test_regular_expressions_need_their_literal_runs() -> None:
+    assert regex_clauses(r"ipconfig\s+/all") == [frozenset({"ipconfig"}), frozenset({"/all"})]
+    # groups, repeats of at least one, alternations (each branch's best), but not optional parts
+    assert regex_clauses(r"(?:Invoke-|iex)(Expression)+x?yz") == [
+        frozenset({"expression"}), frozenset({"yz"}), frozenset({"invoke-", "iex"})]
+    assert regex_clauses(r"(abc)?d{0,3}[ef]") == []
+    # under (?i) RE2 matches k and s against the Kelvin sign and the long s: runs break there
+    assert regex_clauses(r"(?i)kerberos") == [frozenset({"erbero"})]
+    assert regex_clauses(r"kerberos") == [frozenset({"kerberos"})]
+    assert regex_clauses(r"x(?i:desk)y") == [frozenset({"de"}), frozenset({"x"}), frozenset({"y"})]
+    # where Python's parser may read the text otherwise than RE2: POSIX classes, verbose mode; errors
+    assert regex_clauses(r"[[:alpha:]]]abc") == []
+    assert regex_clauses(r"(?x) a b c") == []
+    assert regex_clauses(r"ab(?") == []
+    assert regex_clauses(r"\Qa.b\E") == []
+    assert _needs("""  sel:
+    CommandLine|re|i: 'Mimi.?katz'
+  condition: sel
+""") == ((("`process_command_line`", "mimi"),), (("`process_command_line`", "atz"),))
 
 
 def test_keywords_need_the_raw_record_or_the_message() -> None:
@@ -127,13 +152,22 @@ def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
     CommandLine|contains: ['🔥burn', '‼️']
   condition: sel
 """,
+        "r7.yml": HEAD.format(id="00000000-0000-0000-0000-000000000017") + """  sel:
+    CommandLine|re|i: 'who(ami|ami\\.exe) /(all|priv)'
+  condition: sel
+""",
+        "r8.yml": HEAD.format(id="00000000-0000-0000-0000-000000000018") + """  sel:
+    CommandLine|re: 'MimiKatz|sekurlsa::'
+  condition: sel
+""",
     }
     ruleset = compile_sources(rules)
     assert not ruleset.errors and all(r.needs for r in ruleset.rules)
     lines = ['"C:\\Windows\\System32\\CMD.EXE" /c whoami /all', "cmd /c echo 100% done", "x a_b y", "x aXb y",
              "copy C:\\TEMP\\X.EXE .", "copy C:\\TEMP\\Y.EXE .", "sekurlsa::logonpasswords # MimiKatz", "dir",
              "net localgroup 管理员ADMIN组 u /add", "net localgroup 管理员admin u /add", "echo 🔥BURN it",
-             "echo 🔥 burn", "echo \u203c\ufe0f done", "echo \u203c done"]
+             "echo 🔥 burn", "echo \u203c\ufe0f done", "echo \u203c done", "WhoAmI /PRIV", "run mimikatz now",
+             "ДИР & WhoAmI /all"]
     events = []
     for i, line in enumerate(lines):
         for image in ("C:\\Windows\\System32\\cmd.exe", "C:\\x\\powershell.exe"):
@@ -146,11 +180,21 @@ def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
     plain = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset, prefilter=False).run_rules(everything)}
     filtered = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset).run_rules(everything)}
     assert filtered == plain
+    # a live batch in memory: the native module searches the events for the literals, ClickHouse only those it
+    # cannot lower-case for certain (the Cyrillic line)
+    detector, batch = Detector(embedded_store, ruleset), Selector.batch(events)
+    assert {(h.rule_id, h.event_id) for h in detector.run_live(batch, events)} == plain
+    if native.available():
+        found, unsure = detector._literal_scan(events)
+        assert {events[i]["process_command_line"] for i in unsure} == {lines[-1]}
+        sure = [e for i, e in enumerate(events) if i not in unsure]
+        assert set(found) >= set(detector._found_literals(Selector.batch(sure), None))
     per_rule = {rid: sum(1 for r, _ in plain if r == rid) for rid in (r.rule_id for r in ruleset.rules)}
     # r1: the CMD.EXE whoami line with the cmd.exe image; r2: 100%, a_b (not aXb), C:\TEMP\X.EXE, 2 images each;
     # r3: extra IntegrityLevel HIGH on even lines; r4: the MimiKatz line, 2 images; r5: the 管理员ADMIN组 line;
-    # r6: 🔥BURN (case-insensitive after the emoji) and ‼️, 2 images each
-    assert list(per_rule.values()) == [1, 6, 14, 2, 2, 4], per_rule
+    # r6: 🔥BURN (case-insensitive after the emoji) and ‼️, 2 images each; r7 (a case-insensitive regex): whoami /all
+    # and WhoAmI /PRIV; r8 (a case-sensitive one): MimiKatz, not mimikatz; the Cyrillic line for r1, r3 and r7
+    assert list(per_rule.values()) == [3, 6, 18, 4, 2, 4, 6, 2], per_rule
 
 
 def test_expanded_values_take_the_union() -> None:
@@ -195,3 +239,62 @@ def test_small_groups_share_one_scan_and_keep_their_log_sources() -> None:
     assert source == "(event_category = 'dns') OR (event_category = 'tls')"
     assert [r.where for r in rules] == ["(event_category = 'dns') AND (x = 1)", "(event_category = 'tls') AND (x = 2)"]
     assert merge_small_groups(groups[:2]) == groups[:2]  # one small group: nothing to merge
+
+
+def _sigmahq_regexes() -> list[str]:
+    """Every regular expression of the SigmaHQ rules, as `match` gets it (with Sigma's flags inline)."""
+    from sigma.collection import SigmaCollection
+    from sigma.rule import SigmaDetection, SigmaRule
+    from sigma.types import SigmaRegularExpression
+
+    from pipeline.detect.backend import regex_sql
+    from tests.conftest import SHARED_DATA
+
+    def walk(item: object) -> list[str]:
+        if isinstance(item, SigmaDetection):
+            return [p for sub in item.detection_items for p in walk(sub)]
+        return [regex_sql(v) for v in getattr(item, "value", []) if isinstance(v, SigmaRegularExpression)]
+
+    folders = sorted((SHARED_DATA / "sigma" / "sigmahq").glob("rules*"))
+    out: set[str] = set()
+    for path in (p for folder in folders for p in folder.rglob("*.yml")):
+        for rule in SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_errors=True).rules:
+            if isinstance(rule, SigmaRule) and not rule.errors:
+                out.update(p for d in rule.detection.detections.values() for p in walk(d))
+    return sorted(out)
+
+
+OWN_REGEXES = [r"(?i)kerberos.{0,9}tgt", r"(?i)s\w+ass", r"ipconfig\s+/all", r"(?i)(?:iex|invoke-expression)\s*\(",
+               r"(?s)a.b|c(d)+e", r"-[Ee]nc(odedCommand)?\s+[A-Za-z0-9+/=]{20,}", r"管理员(?i:admin)"]
+
+
+def test_regex_literals_occur_in_whatever_clickhouse_matches(embedded_store) -> None:
+    """The property the prefilter rests on, checked against RE2 itself (ClickHouse's `match`): a text the
+    pattern matches contains, lower-cased with lowerUTF8, a literal of every clause. Texts are generated from
+    SigmaHQ's own regexes, then case-flipped or given the letters (?i) folds into ASCII (Kelvin sign, long s)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sigmahq = _sigmahq_regexes()  # none without ../shared: the own ones still run
+    patterns = [p for p in OWN_REGEXES + sigmahq if regex_clauses(p)]
+    assert all(regex_clauses(p) for p in OWN_REGEXES) and (not sigmahq or len(patterns) > 100)
+    twists = [lambda s: s, str.swapcase, str.upper, lambda s: s.replace("k", "\u212a").replace("K", "\u212a"),
+              lambda s: s.replace("s", "\u017f").replace("S", "\u017f"), lambda s: f"Ⅹ{s}\u0130"]
+    matched = []
+
+    @settings(max_examples=700, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        pattern = data.draw(st.sampled_from(patterns))
+        base = data.draw(st.from_regex(pattern, fullmatch=False), label="text")
+        texts = [twist(base) for twist in twists]
+        rows = embedded_store.query("SELECT match(x, {p:String}), lowerUTF8(x) FROM "
+                                    "(SELECT arrayJoin({xs:Array(String)}) AS x)", {"p": pattern, "xs": texts}).rows
+        for (hit, lowered), text in zip(rows, texts, strict=True):
+            if hit:
+                matched.append(text)
+                missing = [c for c in regex_clauses(pattern) if not any(x in lowered for x in c)]
+                assert not missing, (pattern, text, missing)
+
+    check()
+    assert len(matched) > 1000  # the texts mostly match: the property was tested, not skipped

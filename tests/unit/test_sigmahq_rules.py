@@ -47,3 +47,11 @@ def test_every_sigmahq_rule_converts_and_runs(embedded_store) -> None:
           f"have necessary literals")
     assert len(plain) > 100 and sum(r.needs is not None for r in report.rules) > len(report.rules) // 2
     assert filtered == plain, (sorted(plain - filtered)[:5], sorted(filtered - plain)[:5])
+    # live, the samples as one batch: the prefilter searching them in memory (native) finds what ClickHouse's does
+    batch = list({e["event_id"]: e for e in samples}.values())
+    in_memory = Detector(embedded_store, report).run_live(Selector.batch(batch), batch)
+    in_clickhouse = Detector(embedded_store, report).run_live(Selector.batch(batch))
+    pairs = sorted((h.rule_id, h.event_id) for h in in_memory)
+    assert pairs == sorted((h.rule_id, h.event_id) for h in in_clickhouse)
+    ids, rules = {e["event_id"] for e in batch}, {r.rule_id for r in report.rules}
+    assert {p for p in pairs if p[0] in rules} == {(r, e) for r, e in plain if e in ids}

@@ -40,7 +40,7 @@ def test_crash_between_insert_and_commit_leaves_one_copy(embedded_store) -> None
     events = make_events(5_000)
     _publish(bus, events)
 
-    def crash(_batch: list[dict]) -> None:
+    def crash(_batch: list[dict], _as_stored: bool) -> None:
         raise Crash
 
     first = Writer(bus, embedded_store, max_batch_messages=40, on_batch=crash)

@@ -11,6 +11,7 @@
 mod event;
 mod eve;
 mod json;
+mod literals;
 mod schema;
 mod windows;
 mod wire;
@@ -37,5 +38,6 @@ fn ganzhi_jsonlogs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<windows::WindowsJson>()?;
     m.add_function(wrap_pyfunction!(wire::encode_event, m)?)?;
     m.add_class::<wire::WireDecoder>()?;
+    m.add_class::<literals::LiteralScanner>()?;
     Ok(())
 }
