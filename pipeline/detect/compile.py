@@ -26,7 +26,10 @@ from pipeline.detect.prefilter import necessary
 from rules.mapping import FIELD_MAPS, logsource_filter, sigma_pipeline, taxonomy
 
 # Combined rule SQL is long and deeply nested; the default OR-chain rewrite of ILIKEs is slower (DESIGN.md).
+# Short-circuit AND/OR for every function, not only those ClickHouse deems heavy: a rule's later ILIKEs run only
+# on rows its first ones left open (measured: a live batch's 52 process-creation rules 0.44 -> 0.34 s).
 DETECTION_SETTINGS = {
+    "short_circuit_function_evaluation": "force_enable",
     "max_query_size": 256 * 1024 * 1024,
     "max_ast_elements": 10_000_000,
     "max_expanded_ast_elements": 10_000_000,

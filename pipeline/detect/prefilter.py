@@ -7,9 +7,9 @@ one query, one Hyperscan pass (`multiMatchAllIndices`) over every rule's literal
 only the rules each of whose clauses had a literal occur, plus those without literals. Why this pays:
 ClickHouse analyses and plans a query anew each time, and for the 1,415 Windows process-creation rules that
 alone takes ~9 s on this machine, whatever the number of rows; a live batch of ordinary activity holds the
-literals of a few percent of the rules. (A live batch still in memory is searched by the native module instead, with
-the same literals: pipeline.native.literal_scanner.) The exact conditions still decide, so results are those of the plain
-SQL (tests compare both on the SigmaHQ set).
+literals of a few percent of the rules. (A live batch still in memory is searched by the native module instead,
+for the same literals: pipeline.native.literal_scanner.) The exact conditions still decide, so results are those
+of the plain SQL (tests compare both on the SigmaHQ set).
 
 Derivation, on the condition tree after field mapping:
 - a string match (equality, wildcard pattern, `|cased`) needs its longest wildcard-free piece in the field,

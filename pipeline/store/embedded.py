@@ -150,7 +150,9 @@ class EmbeddedStore(Store):
             for name, value in (settings or {}).items():  # parse-time limits must be set before the query
                 if not name.isidentifier():
                     raise ValueError(f"not a setting name: {name!r}")
-                self._run(f"SET {name} = {int(value)}", "CSV")
+                if isinstance(value, str) and not value.isidentifier():
+                    raise ValueError(f"not a setting value: {value!r}")
+                self._run(f"SET {name} = " + (f"'{value}'" if isinstance(value, str) else f"{int(value)}"), "CSV")
             out = self._run(f"{sql}\nFORMAT JSONCompact {_JSON_SETTINGS}", "JSONCompact", params)
         data = out.bytes()
         if not data:
