@@ -28,6 +28,10 @@ _CODECS = {"ts": "CODEC(Delta, ZSTD(1))", "str": "CODEC(ZSTD(3))", "lcstr": "COD
 _DEFAULT_CODEC = "CODEC(ZSTD(1))"
 
 DEDUP_WINDOW_BLOCKS = 1000
+# A writer's batch (tens of thousands of events, ~20 of its 60 columns set) is written as one compact part
+# (one data file) rather than a wide one (a file per column and index): measured at 50 k events, the server's
+# insert CPU 0.30 -> 0.13 s. Merges write the wide parts once data adds up (ClickHouse's default is 10 MiB).
+COMPACT_PART_BYTES = 128 * 1024 * 1024
 
 # bloom-filter skip indexes for point lookups that are not in the sorting key
 _BLOOM_INDEXED = ("event_id", "dst_ip", "user_name", "dns_query", "http_host", "tls_sni", "host_name")
@@ -55,7 +59,8 @@ def events_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS, code
             "PARTITION BY toYYYYMMDD(ts)",
             "ORDER BY (event_category, toStartOfHour(ts), src_ip, event_id)",
             _retention(INGESTED_AT, retention_days),
-            f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}",
+            f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}, "
+            f"min_bytes_for_wide_part = {COMPACT_PART_BYTES}",
         ]
     )
 
