@@ -2,9 +2,10 @@
 is here, the schema it is handed, its writer and reader of the wire form (pipeline.codec), and the live detection
 prefilter's literal search (pipeline.detect.engine).
 
-Everything it does has a Python twin that gives the same result; it answers None where it is not certain to
-agree, and the Python twin does the work (and writes any error). Without the module, or with GANZHI_NATIVE=0,
-Python does all of it.
+Everything it does has a twin that gives the same result (the Python parsers and schema; for the literal search,
+ClickHouse's Hyperscan query, of which it finds a superset); it answers None, or names the events, where it is not
+certain to agree, and the twin does that work (and writes any error). Without the module, or with
+GANZHI_NATIVE=0, the twins do all of it.
 """
 
 from __future__ import annotations
