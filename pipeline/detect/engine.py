@@ -235,8 +235,7 @@ class Detector:
     def _found_literals(self, selector: Selector, events: list[dict[str, Any]] | None) -> list[int]:
         """The numbers of the literals the selected rows hold: natively over `events` where it can, else one
         Hyperscan query."""
-        scan = self._literal_scan if events is not None else None
-        if events is None or scan is None:
+        if events is None or (scan := self._literal_scan) is None:
             return self._one_row(f"SELECT {self._literals.found_sql} FROM events WHERE {selector.sql()}",
                                  selector.params())
         found, unsure = scan(events)

@@ -35,7 +35,7 @@ import re
 import unicodedata
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -151,7 +151,7 @@ def regex_clauses(pattern: str) -> list[frozenset[str]]:
         return []
     folds = bool(parsed.state.flags & re.IGNORECASE)
     clauses = set(_sequence_clauses(list(parsed), folds))
-    return sorted(clauses, key=lambda c: (len(c), -min(map(len, c)), sorted(c)))[:MAX_REGEX_CLAUSES]
+    return sorted(clauses, key=lambda c: (*_literals_cost(c), sorted(c)))[:MAX_REGEX_CLAUSES]
 
 
 def _sequence_clauses(items: list[tuple[Any, Any]], folds: bool) -> list[frozenset[str]]:
@@ -179,16 +179,19 @@ def _sequence_clauses(items: list[tuple[Any, Any]], folds: bool) -> list[frozens
         elif op is _C.BRANCH:  # one branch matches: its most selective clause, from every branch
             branches = [_sequence_clauses(list(b), folds) for b in arg[1]]
             if branches and all(branches):
-                clauses.append(frozenset().union(*(min(b, key=lambda c: (len(c), -min(map(len, c))))
-                                                   for b in branches)))
+                clauses.append(frozenset().union(*(min(b, key=_literals_cost) for b in branches)))
         # anything else (classes, any, anchors, lookarounds, back references) consumes no certain literal
     cut()
     return clauses
 
 
-def _cost(need: Need) -> tuple[int, int]:
+def _literals_cost(alternatives: Collection[str]) -> tuple[int, int]:
     """Fewer alternatives first, then longer (more selective) shortest literal."""
-    return len(need), -min(len(literal) for _, literal in need)
+    return len(alternatives), -min(map(len, alternatives))
+
+
+def _cost(need: Need) -> tuple[int, int]:
+    return _literals_cost([literal for _, literal in need])  # a list: one literal in two fields is two alternatives
 
 
 def hyperscan_literal(text: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline import native
-from pipeline.detect.compile import CompiledRule, compile_sources
+from pipeline.detect.compile import CompiledRule, compile_sources, rule_files
 from pipeline.detect.engine import Detector, Selector
 from pipeline.detect.prefilter import hyperscan_literal, regex_clauses
 from pipeline.schema import event_id, normalize
@@ -257,7 +257,7 @@ def _sigmahq_regexes() -> list[str]:
 
     folders = sorted((SHARED_DATA / "sigma" / "sigmahq").glob("rules*"))
     out: set[str] = set()
-    for path in (p for folder in folders for p in folder.rglob("*.yml")):
+    for path in rule_files(folders):
         for rule in SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_errors=True).rules:
             if isinstance(rule, SigmaRule) and not rule.errors:
                 out.update(p for d in rule.detection.detections.values() for p in walk(d))

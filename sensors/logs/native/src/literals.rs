@@ -3,8 +3,9 @@
 //!
 //! ClickHouse finds them in lowerUTF8 of a row's text fields; this searches every text value of an event
 //! (strings, their lists, the `extra` map's values), lower-cased: a superset of those fields, so it finds
-//! at least what ClickHouse finds. Each distinct text is searched once per batch. Lower-casing is certain only for ASCII and for characters without case
-//! forms; an event holding any other character is reported back unscanned, for ClickHouse to search.
+//! at least what ClickHouse finds. Each distinct text is searched once per batch. Lower-casing is certain only
+//! for ASCII and for characters without case forms; an event holding any other character is reported back, for
+//! ClickHouse to search.
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -18,7 +19,6 @@ use crate::*;
 #[pyclass(frozen)]
 pub struct LiteralScanner {
     automaton: AhoCorasick,
-    count: usize,
 }
 
 /// Appends `text` lower-cased as lowerUTF8 would; false when a character might fold otherwise.
@@ -86,14 +86,14 @@ impl LiteralScanner {
             .match_kind(MatchKind::Standard)
             .build(&literals)
             .map_err(|e| PyValueError::new_err(format!("literal automaton: {e}")))?;
-        Ok(Self { automaton, count: literals.len() })
+        Ok(Self { automaton })
     }
 
     /// (the 1-based numbers of the literals some event holds, the positions of the events not searched).
     fn scan(&self, events: &Bound<'_, PyList>) -> PyResult<(Vec<u32>, Vec<usize>)> {
         let mut search = Search {
             automaton: &self.automaton,
-            seen: vec![false; self.count],
+            seen: vec![false; self.automaton.patterns_len()],
             searched: HashSet::default(),
             text: Vec::with_capacity(4096),
         };
