@@ -9,6 +9,7 @@ identically.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,7 +19,9 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.schema import DEFAULTS, FIELDS
-from pipeline.store.ddl import DEADLETTER_COLUMNS, all_ddl
+from pipeline.store.ddl import DEADLETTER_COLUMNS, EVENTS_SORTING_KEY, all_ddl
+
+log = logging.getLogger(__name__)
 
 _FIELD_KINDS = {f.name: f.kind for f in FIELDS}
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
@@ -106,6 +109,14 @@ class Store(ABC):
         for statement in all_ddl(self.database, self.retention_days):
             self.execute(statement)
         self.use_database()
+        key = self.query("SELECT sorting_key FROM system.tables WHERE database = {db:String} AND name = 'events' "
+                         "AND engine LIKE '%MergeTree'",
+                         {"db": self.database}).scalar()
+        if key not in (None, EVENTS_SORTING_KEY):  # CREATE ... IF NOT EXISTS kept a table made by an earlier version
+            log.warning("%s.events is sorted by (%s), not (%s): time-range reads (live detection above all) read "
+                        "whole hours. Move it: RENAME TABLE %s.events TO %s.events_old, start Ganzhi again (it creates "
+                        "the table), then INSERT INTO %s.events SELECT * FROM %s.events_old", self.database, key,
+                        EVENTS_SORTING_KEY, *[self.database] * 4)
 
     @abstractmethod
     def use_database(self) -> None: ...

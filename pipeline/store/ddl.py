@@ -33,8 +33,15 @@ DEDUP_WINDOW_BLOCKS = 1000
 # insert CPU 0.30 -> 0.13 s. Merges write the wide parts once data adds up (ClickHouse's default is 10 MiB).
 COMPACT_PART_BYTES = 128 * 1024 * 1024
 
+# The sorting key: a category's rows in time order. Nearly every read is a time range of one category or all of
+# them (a live batch, a correlation window, a replay, a search newest first), and with `ts` right after the
+# category the key narrows each to its granules. An earlier key, (event_category, toStartOfHour(ts), src_ip,
+# event_id), scattered a second of events across its whole hour: measured at 2,000 events/s, a live batch read
+# 4.0 M rows instead of 57 k (80 vs 13 ms); at 50,000 events/s it would read 180 M. Replacing rows need the same
+# key for duplicates, and (category, ts, event_id) is one event's. Addresses go to bloom filters instead.
+EVENTS_SORTING_KEY = "event_category, ts, event_id"
 # bloom-filter skip indexes for point lookups that are not in the sorting key
-_BLOOM_INDEXED = ("event_id", "dst_ip", "user_name", "dns_query", "http_host", "tls_sni", "host_name")
+_BLOOM_INDEXED = ("event_id", "src_ip", "dst_ip", "user_name", "dns_query", "http_host", "tls_sni", "host_name")
 
 
 def _retention(column: str, days: int) -> str:
@@ -57,7 +64,7 @@ def events_ddl(database: str, retention_days: int = DEFAULT_RETENTION_DAYS, code
             ",\n".join(columns + indexes),
             ") ENGINE = ReplacingMergeTree",
             "PARTITION BY toYYYYMMDD(ts)",
-            "ORDER BY (event_category, toStartOfHour(ts), src_ip, event_id)",
+            f"ORDER BY ({EVENTS_SORTING_KEY})",
             _retention(INGESTED_AT, retention_days),
             f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}, "
             f"min_bytes_for_wide_part = {COMPACT_PART_BYTES}",

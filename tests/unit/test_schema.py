@@ -160,3 +160,26 @@ def test_cluster_ddl_is_replicated_distributed_and_parses(embedded_store) -> Non
         assert "ON CLUSTER gz_cluster" in formatted
     with pytest.raises(ValueError):
         cluster_ddl("ganzhi", "bad name; DROP")
+
+
+def test_a_second_of_events_reads_its_own_granules_not_its_hour(embedded_store) -> None:  # type: ignore[no-untyped-def]
+    """The sorting key puts a category's rows in time order: a one-second range (a live batch, a correlation
+    step) is a few granules of an hour's 120 k events. The earlier key (hour, then src_ip) read the whole hour."""
+    from tests.conftest import make_events
+
+    start = 1_714_550_400_000  # on the hour
+    events = make_events(120_000)
+    for i, event in enumerate(events):
+        event["ts"] = start + i * 29  # 3,480 s: one hour, 30 k events per category
+    embedded_store.insert_events(events)
+    embedded_store.execute("OPTIMIZE TABLE events FINAL")
+
+    def estimated_rows(lo: int, hi: int) -> int:
+        rows = embedded_store.query(
+            "EXPLAIN ESTIMATE SELECT event_id FROM events WHERE ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
+            "AND ts < fromUnixTimestamp64Milli({hi:Int64}, 'UTC')", {"lo": lo, "hi": hi}).dicts()
+        return sum(int(r["rows"]) for r in rows)
+
+    assert estimated_rows(start, start + 3_600_000) >= 120_000
+    second = estimated_rows(start + 1_800_000, start + 1_801_000)  # 35 events
+    assert 0 < second <= 8 * 8192  # a granule or two per category, of the 15 the hour fills
