@@ -190,8 +190,11 @@ def _literals_cost(alternatives: Collection[str]) -> tuple[int, int]:
     return len(alternatives), -min(map(len, alternatives))
 
 
-def _cost(need: Need) -> tuple[int, int]:
-    return _literals_cost([literal for _, literal in need])  # a list: one literal in two fields is two alternatives
+def _cost(need: Need) -> tuple[int, int, list[tuple[str, str]]]:
+    """_literals_cost (a list: one literal in two fields is two alternatives), ties broken by the clause itself:
+    clauses come out of sets, whose order changes with each process's string hashing, and a rule set must
+    compile to the same SQL in every process."""
+    return (*_literals_cost([literal for _, literal in need]), sorted(need))
 
 
 def hyperscan_literal(text: str) -> str:

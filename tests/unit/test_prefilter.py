@@ -298,3 +298,31 @@ def test_regex_literals_occur_in_whatever_clickhouse_matches(embedded_store) -> 
 
     check()
     assert len(matched) > 1000  # the texts mostly match: the property was tested, not skipped
+
+
+_NEEDS_DIGEST = """
+import hashlib, sys
+from pathlib import Path
+from pipeline.detect.compile import compile_rules
+from pipeline.detect.engine import Detector
+from rules import PACK
+folders = sorted(Path(sys.argv[1]).glob("rules*"))
+detector = Detector(None, compile_rules([*folders, PACK]))
+print(hashlib.sha256(repr([(r.rule_id, r.needs) for r in detector.alerting]).encode()
+                     + detector._literals.found_sql.encode()).hexdigest())
+"""
+
+
+def test_the_prefilter_is_the_same_in_every_process() -> None:
+    """Auditors rerun a rule set in other processes: the literals it searches (and so the SQL) must not depend on
+    Python's per-process string hashing, which orders sets; equal-cost choices break ties on the literals."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import SHARED_DATA
+
+    digests = {subprocess.run([sys.executable, "-c", _NEEDS_DIGEST, str(SHARED_DATA / "sigma" / "sigmahq")],
+                              env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
+                              check=True).stdout for seed in ("1", "2", "3")}
+    assert len(digests) == 1
