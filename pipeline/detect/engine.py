@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -163,6 +164,31 @@ def _entity(context: dict[str, str]) -> str:
 SMALL_GROUP = 32  # candidate rules: groups this small share one scan (each query costs its planning and setup)
 
 
+# What a log-source filter (rules/mapping.py logsource_filter) reads of an event. A batch's distinct combinations of
+# these tell which log sources it has rows of exactly as its rows would: the in-memory batch is checked over those
+# few combinations instead of a scan of its rows (measured at 50 k events: the scan cost the server 0.15 s).
+_LOGSOURCE_COMBOS = ("SELECT tupleElement(c, 1) AS source_type, tupleElement(c, 2) AS event_category, "
+                     "map('Channel', tupleElement(c, 3)) AS extra "
+                     "FROM (SELECT arrayJoin(arrayZip({sources:Array(String)}, {categories:Array(String)}, "
+                     "{channels:Array(String)})) AS c)")
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
+_LOGSOURCE_WORDS = frozenset({"source_type", "event_category", "_channel_", "lowerUTF8", "startsWith", "IN", "AND",
+                              "OR", "NOT"})
+
+
+def reads_only_logsource_columns(condition: str) -> bool:
+    """Whether a log-source condition reads nothing but source_type, event_category and extra['Channel']."""
+    words = _STRING_LITERAL.sub("''", condition.replace("extra['Channel']", "_channel_"))
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", words)) <= _LOGSOURCE_WORDS
+
+
+def logsource_combos(events: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """The parameters of _LOGSOURCE_COMBOS: the events' distinct combinations, column by column."""
+    combos = sorted({(e.get("source_type", ""), e.get("event_category", ""), e.get("extra", {}).get("Channel", ""))
+                     for e in events})
+    return {name: [c[i] for c in combos] for i, name in enumerate(("sources", "categories", "channels"))}
+
+
 def merge_small_groups(groups: list[tuple[str, list[CompiledRule]]]) -> list[tuple[str, list[CompiledRule]]]:
     """Groups with few rules as one group: its log source is any of theirs, and each rule carries its own log
     source into its condition, so every rule still sees exactly its own events."""
@@ -215,18 +241,25 @@ class Detector:
         side by side on a server; empty groups are dropped (each group query costs its planning even over no
         rows). Groups are the caller's (not merged). `events`: the selected rows exactly as stored (a live
         batch in memory): the native module searches them for the literals instead of ClickHouse (events it
-        cannot search, ClickHouse still does)."""
+        cannot search, ClickHouse still does), and their log sources are told from their few distinct
+        combinations of the columns log sources read."""
         if not groups:
             return []
-        present = "[" + ", ".join(f"countIf({source}) > 0" for source, _ in groups) + "]"
-        has_rows = self._submit(self._one_row, f"SELECT {present} FROM events WHERE {selector.sql()}",
-                                selector.params())
+        has_rows = self.sources_present(selector, [source for source, _ in groups], events)
         found_literals = self._found_literals(selector, events)
         found = self._literals.rules_found(found_literals)
         has_rows = has_rows.result()
         narrowed = [(source, [r for r in rules if r.needs is None or self._position[id(r)] in found])
                     for (source, rules), rows in zip(groups, has_rows, strict=True) if rows]
         return [(source, rules) for source, rules in narrowed if rules]
+
+    def sources_present(self, selector: Selector, sources: Sequence[str], events: list[dict[str, Any]] | None = None
+                        ) -> Future[list[bool]]:
+        """Whether the selected rows hold events of each log source (submitted). `events`: those rows in memory."""
+        present = "[" + ", ".join(f"countIf({source}) > 0" for source in sources) + "]"
+        if events is not None and all(reads_only_logsource_columns(source) for source in sources):
+            return self._submit(self._one_row, f"SELECT {present} FROM ({_LOGSOURCE_COMBOS})", logsource_combos(events))
+        return self._submit(self._one_row, f"SELECT {present} FROM events WHERE {selector.sql()}", selector.params())
 
     @cached_property
     def _literal_scan(self) -> native.LiteralScan | None:

@@ -326,3 +326,40 @@ def test_the_prefilter_is_the_same_in_every_process() -> None:
                               env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
                               check=True).stdout for seed in ("1", "2", "3")}
     assert len(digests) == 1
+
+
+def test_log_source_filters_read_only_what_the_in_memory_check_knows() -> None:
+    from pipeline.detect.compile import compile_rules
+    from pipeline.detect.engine import reads_only_logsource_columns
+    from rules import PACK
+
+    sources = {r.logsource for r in compile_rules([PACK]).rules}
+    assert sources and all(reads_only_logsource_columns(s) for s in sources)
+    assert reads_only_logsource_columns("source_type = 'windows' AND lowerUTF8(extra['Channel']) IN ('a', 'b''c')")
+    assert not reads_only_logsource_columns("dst_port = 22")
+    assert not reads_only_logsource_columns("lowerUTF8(extra['EventID']) = '1'")
+    assert not reads_only_logsource_columns("source_type = 'x' OR host_name = 'source_type'")
+
+
+def test_log_sources_of_a_batch_in_memory_and_in_clickhouse_agree(embedded_store) -> None:  # type: ignore[no-untyped-def]
+    """Which log sources a live batch has rows of, from its distinct (source_type, event_category, Channel) in
+    memory, is what the scan of its stored rows says, for every log source of SigmaHQ and the pack."""
+    from pipeline.detect.compile import compile_rules
+    from rules import PACK
+    from tests.conftest import SHARED_DATA
+
+    ruleset = compile_rules([*sorted((SHARED_DATA / "sigma" / "sigmahq").glob("rules*")), PACK])
+    detector = Detector(embedded_store, ruleset)
+    kinds = [("windows", "process_creation", "Microsoft-Windows-Sysmon/Operational"),
+             ("windows", "windows_event", "Security"),
+             ("windows", "ps_script", "microsoft-windows-powershell/operational"), ("windows", "windows_event", ""),
+             ("zeek_dns", "dns", ""), ("nginx_access", "http", ""), ("squid", "http", ""), ("sshd", "auth", ""),
+             ("linux", "process_creation", ""), ("zeek_conn", "network_connection", "")]
+    events = [normalize({"ts": 1_714_550_400_000 + i, "event_id": event_id("ls", str(i), i), "sensor": "t",
+                         "source_type": st, "event_category": cat, **({"extra": {"Channel": ch}} if ch else {})})
+              for i, (st, cat, ch) in enumerate(kinds * 3)]
+    embedded_store.insert_events(events)
+    batch, sources = Selector.batch(events), [source for source, _ in detector.groups]
+    in_memory = detector.sources_present(batch, sources, events).result()
+    assert 5 < sum(in_memory) < len(sources) // 2  # some log sources have rows, most do not
+    assert in_memory == detector.sources_present(batch, sources, None).result()
