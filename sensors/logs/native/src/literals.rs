@@ -40,37 +40,34 @@ fn lower_into(text: &str, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// One search over a batch: the literals seen so far, and the texts already searched (values repeat a lot:
-/// source types, images, channels).
-struct Search<'a> {
-    automaton: &'a AhoCorasick,
-    seen: Vec<bool>,
-    searched: HashSet<Vec<u8>, BuildHasherDefault<Fx>>,
+/// The distinct lower-cased texts of a batch (values repeat a lot: source types, images, channels), gathered
+/// while holding the GIL; searched after releasing it, so the caller's other threads (sending the batch's first
+/// queries) are not held up.
+#[derive(Default)]
+struct Texts {
+    distinct: HashSet<Vec<u8>, BuildHasherDefault<Fx>>,
     text: Vec<u8>,
 }
 
-impl Search<'_> {
-    /// Searches the text values of `value` (strings, lists and maps of them); false when one is not certain.
-    fn value(&mut self, value: &Bound<'_, PyAny>) -> bool {
+impl Texts {
+    /// Gathers the text values of `value` (strings, lists and maps of them); false when one is not certain.
+    fn gather(&mut self, value: &Bound<'_, PyAny>) -> bool {
         if let Ok(s) = value.cast::<PyString>() {
             let Ok(text) = s.to_str() else { return false };
             self.text.clear();
             if !lower_into(text, &mut self.text) {
                 return false;
             }
-            if !self.searched.contains(&self.text) {
-                for found in self.automaton.find_overlapping_iter(&self.text) {
-                    self.seen[found.pattern().as_usize()] = true;
-                }
-                self.searched.insert(self.text.clone());
+            if !self.distinct.contains(&self.text) {
+                self.distinct.insert(self.text.clone());
             }
             true
         } else if let Ok(map) = value.cast::<PyDict>() {
-            map.values().iter().fold(true, |sure, v| self.value(&v) && sure)
+            map.values().iter().fold(true, |sure, v| self.gather(&v) && sure)
         } else if let Ok(list) = value.cast::<PyList>() {
-            list.iter().fold(true, |sure, v| self.value(&v) && sure)
+            list.iter().fold(true, |sure, v| self.gather(&v) && sure)
         } else if let Ok(tuple) = value.cast::<PyTuple>() {
-            tuple.iter().fold(true, |sure, v| self.value(&v) && sure)
+            tuple.iter().fold(true, |sure, v| self.gather(&v) && sure)
         } else {
             true // numbers, booleans, None: not text ClickHouse searches
         }
@@ -90,20 +87,25 @@ impl LiteralScanner {
     }
 
     /// (the 1-based numbers of the literals some event holds, the positions of the events not searched).
-    fn scan(&self, events: &Bound<'_, PyList>) -> PyResult<(Vec<u32>, Vec<usize>)> {
-        let mut search = Search {
-            automaton: &self.automaton,
-            seen: vec![false; self.automaton.patterns_len()],
-            searched: HashSet::default(),
-            text: Vec::with_capacity(4096),
-        };
+    fn scan(&self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<(Vec<u32>, Vec<usize>)> {
+        let mut texts = Texts { text: Vec::with_capacity(4096), ..Texts::default() };
         let mut unsure = Vec::new();
         for (position, event) in events.iter().enumerate() {
-            if !search.value(event.cast::<PyDict>()?.as_any()) {
+            if !texts.gather(event.cast::<PyDict>()?.as_any()) {
                 unsure.push(position);
             }
         }
-        let found = search.seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as u32 + 1).collect();
+        let automaton = &self.automaton;
+        let seen = py.detach(|| {
+            let mut seen = vec![false; automaton.patterns_len()];
+            for text in &texts.distinct {
+                for found in automaton.find_overlapping_iter(text) {
+                    seen[found.pattern().as_usize()] = true;
+                }
+            }
+            seen
+        });
+        let found = seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as u32 + 1).collect();
         Ok((found, unsure))
     }
 }
