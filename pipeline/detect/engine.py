@@ -280,11 +280,23 @@ class Detector:
     def _one_row(self, sql: str, params: dict[str, Any]) -> Any:
         return self.store.query(sql, params, settings=DETECTION_SETTINGS).scalar()
 
-    def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector) -> str:
+    def _any_rule(self, corr: CompiledCorrelation) -> str:
+        """The events a correlation counts: those of any rule it references."""
+        return " OR ".join(f"({self._rule_by_id[rid].sql})" for rid in corr.rules)
+
+    def correlation_sql(self, corr: CompiledCorrelation, source: Selector, fire: Selector,
+                        batch: Selector | None = None) -> str:
+        """`batch`: a live batch; only the groups (group-by values) its events of the referenced rules fall in are
+        windowed. A firing of another group is one whose window holds none of the batch's events: the batch
+        that stored the last of that window's events reports it (as a replay does). Whole groups are kept, so a
+        window is the same either way; a batch with no such event has nothing to window at all."""
         referenced = [self._rule_by_id[rid] for rid in corr.rules]
         marks = ", ".join(f"toUInt8({r.sql}) AS m{i}" for i, r in enumerate(referenced))
-        any_rule = " OR ".join(f"({r.sql})" for r in referenced)
+        any_rule = self._any_rule(corr)
         group = f"[{', '.join(corr.group_by)}]" if corr.group_by else "[]"
+        if batch is not None:  # first: a row of another group is not evaluated against the rules
+            any_rule = (f"{group} IN (SELECT {group} FROM events WHERE {batch.sql('batch_')} AND ({any_rule})) "
+                        f"AND ({any_rule})")
         value = {
             "event_count": "count()",
             "value_count": f"uniqExact(nullIf({corr.value_field}, ''))",
@@ -353,11 +365,11 @@ class Detector:
                             window, context))
         return hits
 
-    def run_correlation(self, corr: CompiledCorrelation, fire: Selector) -> list[Hit]:
+    def run_correlation(self, corr: CompiledCorrelation, fire: Selector, batch: Selector | None = None) -> list[Hit]:
         span_ms = corr.timespan_s * 1000
         source, fire = Selector(fire.lo_ms - span_ms, fire.hi_ms), Selector(fire.lo_ms, fire.hi_ms)
-        params = source.params() | fire.params("fire_")
-        sql = self.correlation_sql(corr, source, fire)
+        params = source.params() | fire.params("fire_") | (batch.params("batch_") if batch is not None else {})
+        sql = self.correlation_sql(corr, source, fire, batch)
         result = self.store.query(sql, params, settings=DETECTION_SETTINGS)
         hits: list[Hit] = []
         for row in result.rows:
@@ -377,18 +389,28 @@ class Detector:
 
     def run_live(self, batch: Selector, events: list[dict[str, Any]] | None = None) -> list[Hit]:
         """A live batch: its rows for single-event rules; for correlations, every firing whose window can
-        contain one of the batch's events (events up to one timespan after the batch's newest). `events`: the
+        contain one of the batch's events (events up to one timespan after the batch's newest, of the groups
+        the batch's events fall in; see correlation_sql). `events`: the
         batch's rows as stored, for the prefilter to search in memory (see candidate_groups)."""
         return self._gather(batch, [Selector(batch.lo_ms, batch.hi_ms + c.timespan_s * 1000)
                                     for c in self.ruleset.correlations], speculate=True, events=events)
 
     def _gather(self, selector: Selector, fires: Sequence[Selector], speculate: bool = False,
                 events: list[dict[str, Any]] | None = None) -> list[Hit]:
-        """Correlations start first (they need no prefilter), then the rule groups; the hits come out in the same
-        order however the queries were scheduled."""
-        correlations = [self._submit(self.run_correlation, corr, fire)
-                        for corr, fire in zip(self.ruleset.correlations, fires, strict=True)]
-        rules = self._submit_rules(selector, speculate=speculate, events=events)
+        """Correlations start first (they need no prefilter; for a live batch, the check of which of them its events
+        count for), then the rule groups; the hits come out in the same order however the queries were
+        scheduled. `speculate`: `selector` is a live batch (see run_live)."""
+        pending = list(zip(self.ruleset.correlations, fires, strict=True))
+        batch = selector if speculate else None
+        if batch is None or not pending:
+            correlations = [self._submit(self.run_correlation, corr, fire) for corr, fire in pending]
+            rules = self._submit_rules(selector, speculate=speculate, events=events)
+        else:  # a live batch: only the correlations some event of the batch counts for (see correlation_sql)
+            counted = "[" + ", ".join(f"countIf({self._any_rule(corr)}) > 0" for corr, _ in pending) + "]"
+            active = self._submit(self._one_row, f"SELECT {counted} FROM events WHERE {batch.sql()}", batch.params())
+            rules = self._submit_rules(selector, speculate=speculate, events=events)
+            correlations = [self._submit(self.run_correlation, corr, fire, batch)
+                            for (corr, fire), counts in zip(pending, active.result(), strict=True) if counts]
         return [hit for f in (*rules, *correlations) for hit in f.result()]
 
     # -- hits -> alerts ------------------------------------------------------------------------------

@@ -121,3 +121,39 @@ def test_replaying_any_range_covering_the_burst_gives_the_same_alert(embedded_st
         alerts = [a for a in detector.alerts(detector.run(Selector(lo, hi))) if a.kind != "rule"]
         ids.add(tuple(a.alert_id for a in alerts))
     assert len(ids) == 1 and len(next(iter(ids))) == 1
+
+
+def test_live_batches_window_only_their_groups_and_find_what_a_replay_finds(embedded_store) -> None:
+    """Live, a batch windows only the groups its events fall in. Bursts of three sources arrive over eight
+    batches out of order (a later batch brings earlier failures that complete a window), beside a source that
+    never reaches the threshold and batches with no failure at all: the alerts and their events, gathered over
+    the batches, are the replay's; and a batch without a failure finds no firing."""
+    import random
+
+    rules = {"a.yml": FAILED_LOGIN, "b.yml": SUCCESS_LOGIN,
+             "c.yml": correlation("event_count", "{gte: 10}"),
+             "d.yml": correlation("value_count", "{gte: 3, field: user_name}")
+             .replace("22222222-0000-0000-0000-000000000001", "22222222-0000-0000-0000-000000000002")}
+    ruleset = compile_sources(rules)
+    assert not ruleset.errors and len(ruleset.correlations) == 2, ruleset.errors
+    events = [sshd(i, T0 + i * 15_000 + k, "failure", src=f"10.0.0.{k}", user=f"u{i % (k + 1)}")
+              for k in (1, 2, 3) for i in range(12)]
+    events += [sshd(i, T0 + i * 40_000, "failure", src="10.0.0.9") for i in range(6)]  # 6 in 5 min: no firing
+    events += [sshd(i, T0 + i * 7_000, "success", src="10.0.0.8") for i in range(30)]
+    random.Random(3).shuffle(events)
+    batches = [events[i::8] for i in range(8)]
+    quiet = [sshd(i, T0 + 3 * MIN + i, "success", src="10.0.1.1") for i in range(5)]
+    live = Detector(embedded_store, ruleset)
+    found: set[tuple[str, str]] = set()
+    for batch in [*batches, quiet]:
+        embedded_store.insert_events(batch)
+        hits = live.run_live(Selector.batch(batch), batch)
+        correlated = {(h.alert_id, h.event_id) for h in hits if h.rule_id.startswith("22222222")}
+        if batch is quiet:
+            assert not correlated
+        found |= correlated
+    replay = Detector(embedded_store, ruleset).run(Selector(T0 - 86_400_000, T0 + 86_400_000))
+    expected = {(h.alert_id, h.event_id) for h in replay if h.rule_id.startswith("22222222")}
+    assert found == expected
+    entities = {e for h in replay if h.rule_id.startswith("22222222") for e in [h.entity]}
+    assert entities == {"src_ip=10.0.0.1", "src_ip=10.0.0.2", "src_ip=10.0.0.3"}
