@@ -183,3 +183,23 @@ def test_a_second_of_events_reads_its_own_granules_not_its_hour(embedded_store) 
     assert estimated_rows(start, start + 3_600_000) >= 120_000
     second = estimated_rows(start + 1_800_000, start + 1_801_000)  # 35 events
     assert 0 < second <= 8 * 8192  # a granule or two per category, of the 15 the hour fills
+
+
+def test_a_table_with_an_earlier_key_is_kept_and_the_move_is_logged(chdb_path, unique_name, caplog) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(chdb_path, database=unique_name)
+    try:
+        store.execute(f"CREATE DATABASE IF NOT EXISTS {unique_name}")
+        store.execute(events_ddl(unique_name).replace("ORDER BY (event_category, ts, event_id)",
+                                                      "ORDER BY (event_category, toStartOfHour(ts), src_ip, event_id)"))
+        with caplog.at_level("WARNING", logger="pipeline.store.base"):
+            store.ensure_schema()
+        assert f"RENAME TABLE {unique_name}.events TO {unique_name}.events_old" in caplog.text
+        caplog.clear()
+        store.execute("DROP TABLE events")
+        with caplog.at_level("WARNING", logger="pipeline.store.base"):
+            store.ensure_schema()  # a table of the current key: nothing to say
+        assert "sorted by" not in caplog.text
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {unique_name}")
