@@ -71,15 +71,13 @@ def main() -> None:
     n = args.rate * 3600
     servers = []
     url = os.environ.get("GANZHI_CLICKHOUSE")
-    if url:
-        host_port = url.split("//", 1)[1].split("/", 1)[0]
-        host, port = host_port.split(":")
-    else:
+    if not url:
         from deploy.local.clickhouse import LocalClickHouse
 
         servers.append(LocalClickHouse(Path(tempfile.mkdtemp(prefix="ganzhi-bench-sortkey-")) / "ch").start())
-        host, port = "127.0.0.1", str(servers[0].tcp_port)
-    client = Client(host, port=int(port), settings={"server_side_params": True}, send_receive_timeout=900)
+        url = servers[0].url_for("default")
+    # the driver's own client (not ServerStore): the benchmark reads each query's rows-read figure from it
+    client = Client.from_url(f"{url}{'&' if '?' in url else '?'}send_receive_timeout=900&server_side_params=1")
     database = "bench_sortkey"
     lines = []
     try:

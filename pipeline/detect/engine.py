@@ -176,6 +176,7 @@ _LOGSOURCE_WORDS = frozenset({"source_type", "event_category", "_channel_", "low
                               "OR", "NOT"})
 
 
+@lru_cache(maxsize=4096)  # asked of every log source on every live batch; the conditions are the rule set's
 def reads_only_logsource_columns(condition: str) -> bool:
     """Whether a log-source condition reads nothing but source_type, event_category and extra['Channel']."""
     words = _STRING_LITERAL.sub("''", condition.replace("extra['Channel']", "_channel_"))
