@@ -12,7 +12,9 @@
   with the prefilter's search in ClickHouse, and that one running its queries one at a time (baseline; the same
   batches, interleaved). The server's table first holds --live-history-s (default 300) seconds of events at the
   live rate, as in steady state: correlations look back over their timespan (measured before they windowed
-  only a batch's groups: 13.7 s per batch over 5 minutes of history, 1.0 s on an empty table).
+  only a batch's groups: 13.7 s per batch over 5 minutes of history, 1.0 s on an empty table), and
+  correlation_events already holds what they count of it, merged (as earlier live batches leave it). One more
+  baseline: the production detector with its correlation windows over the events table, as before that table.
   Paced: batches due one a second, each waiting for the one before (a real writer): the latency from a
   batch's completion to its alerts, which grows without bound when a batch takes longer than a second.
 
@@ -20,7 +22,8 @@ The query condition cache is off, so repeated scans do not flatter the numbers.
 - scale: the engine alone over --scale-events (default 1 M; the baselines above would take hours there): what a
   longer replay range gives once planning is paid over more rows.
 Usage: python bench/detect.py [--events 200000] [--sqlite-events 10000] [--scale-events 1000000] [--live-rate 50000]
-                              [--live-batches 10] [--live-history-s 300] [--no-server] [--record]
+                              [--live-batches 10] [--live-history-s 300] [--no-server] [--live-server-only]
+                              [--record]
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from pipeline.store.embedded import EmbeddedStore
 from pipeline.store.server import ServerStore
 from rules import PACK
 
+T0 = 1_714_550_400_000
+LIVE_START = T0 + 10 * 86_400_000  # live batches come after the replays' events
 SIGMAHQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "sigma" / "sigmahq"
 IMAGES = ["C:\\Windows\\System32\\cmd.exe", "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
           "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", "C:\\Windows\\explorer.exe",
@@ -96,7 +101,7 @@ def live_run(detectors: dict[str, tuple[Detector, bool]], args: argparse.Namespa
 def scale_replay(store: EmbeddedStore, ruleset: RuleSet, n: int, small_rate: float) -> str:
     """The engine over `n` events of the same mix in another table-full (the small run's events dropped first)."""
     store.execute("TRUNCATE TABLE events")
-    t0 = 1_714_550_400_000
+    t0 = T0
     for k in range(0, n, 200_000):  # in blocks: the events of 1 M as dicts would take GBs
         m = min(200_000, n - k)
         store.insert_events(windows_events(m // 2, t0 + k * 3, seed=1000 + k)
@@ -137,11 +142,16 @@ def server_live(ruleset: RuleSet, args: argparse.Namespace, start: int) -> list[
                 load_events(store, args.live_rate * args.live_history_s, start, span=args.live_history_s * 1000)
                 store.execute("OPTIMIZE TABLE events FINAL")
             side_by_side, one_at_a_time = Detector(store, ruleset), Detector(store, ruleset)
+            if args.live_history_s:  # and live batches before these wrote what correlations count of it, merged
+                side_by_side.backfill(Selector(start - 1000, start))
+                store.execute("OPTIMIZE TABLE correlation_events FINAL")
             one_at_a_time.parallel = 1
             # one batch first: a fresh server compiles the prefilter's Hyperscan database once (~2.5 s); the
             # embedded store above met it in the replays
+            over_events = Detector(store, ruleset, counted_table=False)  # live windows over the events table
             runs = live_run({"parallel": (side_by_side, True), "parallel, ClickHouse": (side_by_side, False),
-                             "serial": (one_at_a_time, False)}, args, start, warmup=1)
+                             "serial": (one_at_a_time, False), "events windows": (over_events, True)},
+                            args, start, warmup=1)
             version = store.server_version()
         finally:
             server.stop()
@@ -152,8 +162,11 @@ def server_live(ruleset: RuleSet, args: argparse.Namespace, start: int) -> list[
                       runs["parallel"]),
             live_line("server, side by side, the literals searched by ClickHouse", runs["parallel, ClickHouse"]),
             live_line("server, by ClickHouse, the queries one at a time (baseline)", runs["serial"]),
+            live_line("server, side by side, in memory, correlation windows over the events table (baseline)",
+                      runs["events windows"]),
             f"ratio p50 baseline / production: {p50['serial'] / p50['parallel']:.2f}x; literals by ClickHouse / in "
-            f"memory: {p50['parallel, ClickHouse'] / p50['parallel']:.2f}x"]
+            f"memory: {p50['parallel, ClickHouse'] / p50['parallel']:.2f}x; windows over events / over "
+            f"correlation_events: {p50['events windows'] / p50['parallel']:.2f}x"]
 
 
 def main() -> None:
@@ -169,6 +182,7 @@ def main() -> None:
                         help="seconds of events at the live rate already in the server's table before the live "
                              "batches (generated by the server: connections, DNS, failed logins, HTTP)")
     parser.add_argument("--no-server", action="store_true", help="skip the live run on a ClickHouse server")
+    parser.add_argument("--live-server-only", action="store_true", help="only the live run on a ClickHouse server")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
 
@@ -177,11 +191,15 @@ def main() -> None:
     lines = [f"rules: {len(ruleset.rules)} queries + {len(ruleset.correlations)} correlations "
              f"({'SigmaHQ + ' if folders else ''}Ganzhi pack), rule set {ruleset.version}"]
 
+    if args.live_server_only:
+        for line in [*lines, *server_live(ruleset, args, LIVE_START)]:
+            print(line)
+        return
     with tempfile.TemporaryDirectory(prefix="ganzhi-bench-") as tmp:
         store = EmbeddedStore(tmp, database="bench")
         store.ensure_schema()
         store.execute("SET use_query_condition_cache = 0")
-        t0 = 1_714_550_400_000
+        t0 = T0
         events = windows_events(args.events // 2, t0) + make_events(args.events - args.events // 2, start_ms=t0)
         store.insert_events(events)
         store.execute("OPTIMIZE TABLE events FINAL")
@@ -231,7 +249,7 @@ def main() -> None:
         if args.scale_events:
             lines.append(scale_replay(store, ruleset, args.scale_events, len(events) / engine_s))
 
-        start = t0 + 10 * 86_400_000
+        start = LIVE_START
         lines.append(f"live at {args.live_rate:,} events/s, {args.live_batches} one-second batches:")
         lines.append(live_line("embedded chDB (one statement at a time, literals searched in memory)",
                                live_run({"": (detector, True)}, args, start)[""]))

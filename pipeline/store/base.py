@@ -122,7 +122,8 @@ class Store(ABC):
     def use_database(self) -> None: ...
 
     @abstractmethod
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+    def execute(self, sql: str, params: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> None: ...
 
     @abstractmethod
     def query(self, sql: str, params: dict[str, Any] | None = None,

@@ -140,19 +140,26 @@ class EmbeddedStore(Store):
     def use_database(self) -> None:
         self.execute(f"USE {self.database}")
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(sql, "CSV", params)
+    def execute(self, sql: str, params: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._set(settings)
+            self._run(sql, "CSV", params)
+
+    def _set(self, settings: dict[str, Any] | None) -> None:
+        """Settings for the session (the caller holds the lock): parse-time limits must be set before the query."""
+        for name, value in (settings or {}).items():
+            if not name.isidentifier():
+                raise ValueError(f"not a setting name: {name!r}")
+            if isinstance(value, str) and not value.isidentifier():
+                raise ValueError(f"not a setting value: {value!r}")
+            self._run(f"SET {name} = " + (f"'{value}'" if isinstance(value, str) else f"{int(value)}"), "CSV")
 
     def query(self, sql: str, params: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None) -> QueryResult:
         sql = sql.strip().rstrip(";")
         with self._lock:
-            for name, value in (settings or {}).items():  # parse-time limits must be set before the query
-                if not name.isidentifier():
-                    raise ValueError(f"not a setting name: {name!r}")
-                if isinstance(value, str) and not value.isidentifier():
-                    raise ValueError(f"not a setting value: {value!r}")
-                self._run(f"SET {name} = " + (f"'{value}'" if isinstance(value, str) else f"{int(value)}"), "CSV")
+            self._set(settings)
             out = self._run(f"{sql}\nFORMAT JSONCompact {_JSON_SETTINGS}", "JSONCompact", params)
         data = out.bytes()
         if not data:

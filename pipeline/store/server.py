@@ -126,9 +126,10 @@ class ServerStore(Store):
         self._current_database = self.database
         self._drop_idle()
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+    def execute(self, sql: str, params: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> None:
         sql, params, tables = split_sets(sql, params, _table_sql)
-        self._call(sql, prepare_params(params) or None, external_tables=_external(tables))
+        self._call(sql, prepare_params(params) or None, settings=settings, external_tables=_external(tables))
 
     def query(self, sql: str, params: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None) -> QueryResult:

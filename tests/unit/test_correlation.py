@@ -6,6 +6,7 @@ replayed range. Group-by separates entities.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from pipeline.detect.compile import compile_sources
@@ -157,3 +158,106 @@ def test_live_batches_window_only_their_groups_and_find_what_a_replay_finds(embe
     assert found == expected
     entities = {e for h in replay if h.rule_id.startswith("22222222") for e in [h.entity]}
     assert entities == {"src_ip=10.0.0.1", "src_ip=10.0.0.2", "src_ip=10.0.0.3"}
+
+
+def numbered(rule: str, n: int) -> str:
+    return rule.replace("22222222-0000-0000-0000-000000000001", f"22222222-0000-0000-0000-0000000000{n:02d}")
+
+
+def live_and_replay(store, ruleset, batches: list[list[dict[str, Any]]]) -> tuple[set, set]:  # type: ignore[no-untyped-def]
+    """The correlation hits (rule, alert, event) of the batches run live one after another, and of a replay of them."""
+    live = Detector(store, ruleset)
+    found: set[tuple[str, str]] = set()
+    for batch in batches:
+        store.insert_events(batch)
+        found |= {(h.rule_id, h.alert_id, h.event_id) for h in live.run_live(Selector.batch(batch), batch)
+                  if h.rule_id.startswith("22222222")}
+    replay = Detector(store, ruleset).run(Selector(T0 - 86_400_000, T0 + 86_400_000))
+    return found, {(h.rule_id, h.alert_id, h.event_id) for h in replay if h.rule_id.startswith("22222222")}
+
+
+def test_every_correlation_kind_finds_live_what_a_replay_finds(embedded_store) -> None:
+    """Live windows read correlation_events (what each correlation keeps of the events it counts: group, marks,
+    value), a replay reads the events table: every kind must fire on the same windows either way."""
+    import random
+
+    kinds = [("event_count", "{gte: 6}", "[ssh_failed]"),
+             ("value_count", "{gte: 3, field: user_name}", "[ssh_failed]"),
+             ("temporal_ordered", "{gte: 2}", "[ssh_failed, ssh_success]"),
+             ("temporal", "{gte: 2}", "[ssh_success, ssh_failed]"),
+             ("value_sum", "{gte: 5000, field: src_port}", "[ssh_failed]"),
+             ("value_avg", "{gt: 900, field: src_port}", "[ssh_failed]"),
+             ("value_median", "{gte: 1000, field: src_port}", "[ssh_failed, ssh_success]")]
+    rules = {"a.yml": FAILED_LOGIN, "b.yml": SUCCESS_LOGIN}
+    rules |= {f"c{n}.yml": numbered(correlation(kind, cond, rules=refs), n)
+              for n, (kind, cond, refs) in enumerate(kinds)}
+    ruleset = compile_sources(rules)
+    assert not ruleset.errors and len(ruleset.correlations) == len(kinds), ruleset.errors
+    rng = random.Random(5)
+    events = []
+    for k in range(1, 7):  # six sources, bursts of different sizes, ports and orders
+        for i in range(2 + k):
+            event = sshd(i, T0 + k * 7 * MIN + i * 20_000, "failure", src=f"10.0.1.{k}", user=f"u{i % k}")
+            events.append({**event, "src_port": 200 * k + 10 * i})
+        events.append(sshd(99, T0 + k * 7 * MIN + (1 if k % 2 else -1) * 30_000, "success", src=f"10.0.1.{k}"))
+    rng.shuffle(events)
+    found, expected = live_and_replay(embedded_store, ruleset, [events[i::6] for i in range(6)])
+    assert found == expected
+    assert len({rule for rule, _, _ in expected}) == len(kinds)  # every kind fired somewhere
+
+
+def test_a_new_detector_counts_history_that_no_live_batch_wrote_and_a_restart_adds_nothing(embedded_store) -> None:
+    """Nine failures stored without live detection (an import, a first start over history), then a live batch
+    with the tenth: the window must hold all ten. A second detector (a restarted writer) given the same batch
+    finds nothing lacking and writes nothing twice."""
+    rules = {"a.yml": FAILED_LOGIN, "b.yml": correlation("event_count", "{gte: 10}")}
+    ruleset = compile_sources(rules)
+    history = [sshd(i, T0 + i * 20_000, "failure") for i in range(9)]
+    embedded_store.insert_events(history)
+    batch = [sshd(9, T0 + 9 * 20_000, "failure")]
+    embedded_store.insert_events(batch)
+
+    def correlated(detector: Detector) -> set[tuple[str, str]]:
+        hits = detector.run_live(Selector.batch(batch), batch)
+        return {(h.alert_id, h.event_id) for h in hits if h.rule_id.startswith("22222222")}
+
+    first = correlated(Detector(embedded_store, ruleset))
+    assert {event for _, event in first} == {e["event_id"] for e in history + batch}
+    again = Detector(embedded_store, ruleset)
+    assert again.backfill(Selector.batch(batch)) == []
+    assert correlated(again) == first
+    stored = embedded_store.query("SELECT count(), uniqExact(correlation, event_id) FROM correlation_events").rows
+    assert stored == [(10, 10)]
+
+
+def test_a_live_window_reads_its_groups_not_the_timespan_of_history(embedded_store) -> None:
+    """100 k failures from 5,000 sources in the five minutes before a live batch with one failure: that batch's
+    window reads a granule or two of its group's rows in correlation_events, where the same window over the
+    events table (a replay's, or a live one before that table) reads all 100 k."""
+    ruleset = compile_sources({"a.yml": FAILED_LOGIN, "b.yml": correlation("event_count", "{gte: 10}")})
+    history = [sshd(i, T0 + i * 3, "failure", src=f"10.1.{i % 5000 // 250}.{i % 250 + 1}") for i in range(100_000)]
+    embedded_store.insert_events(history)
+    live = Detector(embedded_store, ruleset)
+    for n, src in enumerate(("10.9.9.8", "10.9.9.9")):  # the first live batch backfills the history
+        batch = [sshd(n, T0 + 300_000 + n, "failure", src=src)]
+        embedded_store.insert_events(batch)
+        live.run_live(Selector.batch(batch), batch)
+    embedded_store.execute("OPTIMIZE TABLE correlation_events FINAL")
+    corr = ruleset.correlations[0]
+    fire = Selector(batch[0]["ts"], batch[0]["ts"] + 1 + 300_000)
+    source = Selector(fire.lo_ms - 300_000, fire.hi_ms)
+    params = source.params() | fire.params("fire_") | Selector.batch(batch).params("batch_")
+    params["correlation"] = live.counting(corr).key
+
+    def rows_read(sql: str) -> dict[str, int]:
+        read: dict[str, int] = defaultdict(int)
+        for row in embedded_store.query(f"EXPLAIN ESTIMATE {sql}", params).dicts():
+            read[row["table"]] += int(row["rows"])
+        return dict(read)
+
+    windowed = rows_read(live.correlation_sql(corr, source, fire, Selector.batch(batch)))
+    assert 0 < windowed["correlation_events"] <= 2 * 8192, windowed  # (the batch's groups, a subquery: not listed)
+    assert windowed.get("events", 0) <= 2 * 8192, windowed
+    assert rows_read(live.correlation_sql(corr, source, fire))["events"] >= 100_000
+    over_events = Detector(embedded_store, ruleset, counted_table=False)
+    assert rows_read(over_events.correlation_sql(corr, source, fire, Selector.batch(batch)))["events"] >= 100_000

@@ -135,7 +135,7 @@ def test_ddl_has_every_schema_field_once() -> None:
     assert "CODEC(" not in events_ddl("ganzhi", codecs=False)
     tables = [s.split()[5] for s in all_ddl("x")[1:]]  # CREATE TABLE/VIEW IF NOT EXISTS <name>
     assert tables == ["x.events", "x.deadletter", "x.alert_hits", "x.alerts", "x.suppressions", "x.rulesets",
-                      "x.ruleset_activations",
+                      "x.ruleset_activations", "x.correlation_events",
                       "x.incidents", "x.incident_alerts", "x.incident_timeline", "x.api_users", "x.api_tokens",
                       "x.audit_log", "x.rule_state", "x.replay_jobs", "x.situation_history", "x.anomalies",
                       "x.forecasts", "x.warning_levels", "x.notifications", "x.software_inventory", "x.cve_feed",
