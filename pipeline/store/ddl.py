@@ -175,7 +175,10 @@ def correlation_events_ddl(database: str) -> str:
     window then reads one correlation's groups by the key instead of every row of its category over the
     timespan, evaluating the referenced rules on each (measured: 5 minutes of history at 50 k events/s put ~1 s
     per batch into the password-spraying window alone). `correlation` is a digest of the projection's SQL, so a
-    rule set that changes a correlation starts a new key and an unchanged one keeps its rows."""
+    rule set that changes a correlation starts a new key and an unchanged one keeps its rows. The minute before
+    the group: a window reads the minutes within its reach (two timespans), not every row the table still keeps
+    (the timespan plus the margin, and expired rows until a merge drops them); a batch's groups are looked up
+    within each minute."""
     return f"""CREATE TABLE IF NOT EXISTS {database}.correlation_events (
     `correlation` String COMMENT 'digest of the SQL that selects and projects the events a correlation counts',
     `gk` Array(String) COMMENT 'the group-by values',
@@ -192,7 +195,7 @@ def correlation_events_ddl(database: str) -> str:
     `written_at` DateTime DEFAULT now()
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(written_at)
-ORDER BY (correlation, gh, ts, event_id)
+ORDER BY (correlation, toStartOfMinute(ts), gh, ts, event_id)
 TTL written_at + toIntervalSecond(keep_s)
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}, min_bytes_for_wide_part = {COMPACT_PART_BYTES}"""
 
