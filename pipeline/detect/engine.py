@@ -246,6 +246,19 @@ def merge_small_groups(groups: list[tuple[str, list[CompiledRule]]]) -> list[tup
     return [(source, rules) for source, rules in groups if len(rules) > SMALL_GROUP] + [(either, merged)]
 
 
+def _group_bound(corr: CompiledCorrelation) -> str | None:
+    """A condition on a group's counted events over the whole source range that holds whenever one of its
+    windows fires (a window holds a subset of them: its count, distinct values or rules seen can only be fewer),
+    so groups failing it need no sliding window; None where no such bound holds (fewer-than conditions, sums of
+    numbers that may be negative, averages and quantiles). Rows counted twice only loosen it."""
+    if corr.op not in (">=", ">", "="):
+        return None
+    aggregate = {"event_count": "count()", "value_count": "uniqExact(nullIf(value, ''))",
+                 "temporal": " + ".join(f"max(marks[{i + 1}])" for i in range(len(corr.rules))),
+                 "temporal_ordered": " + ".join(f"max(marks[{i + 1}])" for i in range(len(corr.rules)))}.get(corr.kind)
+    return None if aggregate is None else f"{aggregate} >= {corr.threshold}"
+
+
 class Detector:
     """A rule set bound to a store."""
 
@@ -359,9 +372,13 @@ class Detector:
         elif batch is not None:  # groups by their hash: a colliding group is read whole too, and windowed apart
             # (by gk) as in a replay. LIMIT BY: an event written twice (two writers' first batches backfilling at
             # once, a redelivered batch split differently) still counts once.
+            groups = (f"SELECT cityHash64({counting.gk}) FROM events WHERE {batch.sql('batch_')} "
+                      f"AND ({counting.where})")
+            if (bound := _group_bound(corr)) is not None:  # only groups that could fire are windowed
+                groups = (f"SELECT gh FROM correlation_events WHERE correlation = {{correlation:String}} "
+                          f"AND gh IN ({groups}) AND {source.sql()} GROUP BY gh HAVING {bound}")
             counted = (f"SELECT {', '.join(COUNTED_COLUMNS)} FROM correlation_events "
-                       f"WHERE correlation = {{correlation:String}} AND gh IN (SELECT cityHash64({counting.gk}) "
-                       f"FROM events WHERE {batch.sql('batch_')} AND ({counting.where})) AND {source.sql()} "
+                       f"WHERE correlation = {{correlation:String}} AND gh IN ({groups}) AND {source.sql()} "
                        f"LIMIT 1 BY event_id")
         marks = [f"marks[{i + 1}]" for i in range(len(corr.rules))]
         value = {

@@ -231,15 +231,16 @@ def test_a_new_detector_counts_history_that_no_live_batch_wrote_and_a_restart_ad
 
 
 def test_a_live_window_reads_its_groups_not_the_timespan_of_history(embedded_store) -> None:
-    """100 k failures from 5,000 sources in the minute before a live batch with one failure: that batch's
-    window reads a granule or two of its group's rows in correlation_events, where the same window over the
+    """100 k failures from 5,000 sources in the minute before a live batch with one failure from one of them:
+    that batch's window reads a granule or two of its group's rows in correlation_events, where the same window over the
     events table (a replay's, or a live one before that table) reads all 100 k."""
     ruleset = compile_sources({"a.yml": FAILED_LOGIN, "b.yml": correlation("event_count", "{gte: 10}")})
     history = [sshd(i, T0 + 240_000 + i * 3 // 5, "failure", src=f"10.1.{i % 5000 // 250}.{i % 250 + 1}")
                for i in range(100_000)]  # within one minute: a lookup reads a granule of each minute it reaches
     embedded_store.insert_events(history)
     live = Detector(embedded_store, ruleset)
-    for n, src in enumerate(("10.9.9.8", "10.9.9.9")):  # the first live batch backfills the history
+    # the first live batch backfills the history; the second's source has 20 failures there, so could fire
+    for n, src in enumerate(("10.9.9.8", "10.1.0.1")):
         batch = [sshd(n, T0 + 300_000 + n, "failure", src=src)]
         embedded_store.insert_events(batch)
         live.run_live(Selector.batch(batch), batch)
@@ -259,6 +260,9 @@ def test_a_live_window_reads_its_groups_not_the_timespan_of_history(embedded_sto
     windowed = rows_read(live.correlation_sql(corr, source, fire, Selector.batch(batch)))
     assert 0 < windowed["correlation_events"] <= 3 * 8192, windowed  # its minutes: the history's, the batch's
     assert windowed.get("events", 0) <= 2 * 8192, windowed
+    lone = [sshd(0, T0 + 300_000, "failure", src="10.9.9.8")]  # one failure in all: its group cannot reach 10
+    params |= Selector.batch(lone).params("batch_")
+    assert rows_read(live.correlation_sql(corr, source, fire, Selector.batch(lone))).get("correlation_events", 0) == 0
     assert rows_read(live.correlation_sql(corr, source, fire))["events"] >= 100_000
     over_events = Detector(embedded_store, ruleset, counted_table=False)
     assert rows_read(over_events.correlation_sql(corr, source, fire, Selector.batch(batch)))["events"] >= 100_000
