@@ -246,6 +246,15 @@ def merge_small_groups(groups: list[tuple[str, list[CompiledRule]]]) -> list[tup
     return [(source, rules) for source, rules in groups if len(rules) > SMALL_GROUP] + [(either, merged)]
 
 
+# what event_count and value_count count: over a window, and over a whole group for its bound
+_COUNTS = {"event_count": "count()", "value_count": "uniqExact(nullIf(value, ''))"}
+
+
+def _marks(corr: CompiledCorrelation) -> list[str]:
+    """Per referenced rule, whether a counted event matched it (temporal kinds)."""
+    return [f"marks[{i + 1}]" for i in range(len(corr.rules))]
+
+
 def _group_bound(corr: CompiledCorrelation) -> str | None:
     """A condition on a group's counted events over the whole source range that holds whenever one of its
     windows fires (a window holds a subset of them: its count, distinct values or rules seen can only be fewer),
@@ -253,10 +262,11 @@ def _group_bound(corr: CompiledCorrelation) -> str | None:
     numbers that may be negative, averages and quantiles). Rows counted twice only loosen it."""
     if corr.op not in (">=", ">", "="):
         return None
-    aggregate = {"event_count": "count()", "value_count": "uniqExact(nullIf(value, ''))",
-                 "temporal": " + ".join(f"max(marks[{i + 1}])" for i in range(len(corr.rules))),
-                 "temporal_ordered": " + ".join(f"max(marks[{i + 1}])" for i in range(len(corr.rules)))}.get(corr.kind)
-    return None if aggregate is None else f"{aggregate} >= {corr.threshold}"
+    if corr.kind in _COUNTS:
+        return f"{_COUNTS[corr.kind]} >= {corr.threshold}"
+    if corr.kind in ("temporal", "temporal_ordered"):
+        return f"{' + '.join(f'max({m})' for m in _marks(corr))} >= {corr.threshold}"
+    return None
 
 
 class Detector:
@@ -380,10 +390,9 @@ class Detector:
             counted = (f"SELECT {', '.join(COUNTED_COLUMNS)} FROM correlation_events "
                        f"WHERE correlation = {{correlation:String}} AND gh IN ({groups}) AND {source.sql()} "
                        f"LIMIT 1 BY event_id")
-        marks = [f"marks[{i + 1}]" for i in range(len(corr.rules))]
+        marks = _marks(corr)
         value = {
-            "event_count": "count()",
-            "value_count": "uniqExact(nullIf(value, ''))",
+            **_COUNTS,
             "value_sum": "sum(number)",
             "value_avg": "avg(number)",
             "value_percentile": f"quantileExact({corr.percentile / 100})(number)",
