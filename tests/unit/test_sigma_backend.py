@@ -21,6 +21,7 @@ EVENTS = {
     "v6": {"src_ip": "2001:db8::7", "dst_port": 443, "ClientAddress": "-"},
     "web": {"http_uri": "/Admin42/shell.PHP",
             "raw": "GET /Admin42/shell.PHP HTTP/1.1 Mimikatz.exe sekurlsa::logonpasswords"},
+    "cyr": {"user_name": "Дмитрий"},
     "dns": {"dns_answers": ["198.51.100.7", "ns1.Example.org"], "message": "query for evil.example"},
 }
 
@@ -55,6 +56,14 @@ CASES = [
     ("  sel: {CommandLine|contains: '50%_off'}\n  condition: sel", {"ad_min"}),
     ("  sel: {user_name: ['ad_min', '100%']}\n  condition: sel", {"ad_min"}),
     ("  sel: {user_name: ['AD_MIN', 'o''brien']}\n  condition: sel", {"ad_min", "quote"}),
+    # a prefix or suffix (startsWith/endsWith on the lower-cased text): % and _ in it are literal too, the
+    # folding is equality's (Cyrillic included), arrays match on any element
+    ("  sel: {CommandLine|endswith: '%_OFF?a=1'}\n  condition: sel", {"ad_min"}),
+    ("  sel: {user_name|startswith: 'AD_'}\n  condition: sel", {"ad_min"}),
+    ("  sel: {user_name|startswith: 'дМи'}\n  condition: sel", {"cyr"}),
+    ("  sel: {user_name|endswith: 'ИЙ'}\n  condition: sel", {"cyr"}),
+    ("  sel: {dns_answers|endswith: '.EXAMPLE.org'}\n  condition: sel", {"dns"}),
+    ("  sel: {Image|endswith: '\\cmd.exe'}\n  condition: not sel", set(EVENTS) - {"star"}),
     # backslashes in Windows paths
     ("  sel: {Image|endswith: '\\cmd.exe'}\n  condition: sel", {"star"}),
     ("  sel: {Image: 'c:\\windows\\system32\\cmd.exe'}\n  condition: sel", {"star"}),
@@ -74,7 +83,7 @@ CASES = [
     ("  sel: {EventID|exists: true}\n  condition: sel", {"Admin", "administrator", "quote"}),
     ("  sel: {src_ip|exists: true}\n  condition: sel", {"v4", "v6"}),
     ("  sel: {user_name: null}\n  condition: sel", set(EVENTS) - {"admin", "Admin", "administrator", "ad_min",
-                                                                    "adxmin", "quote"}),
+                                                                    "adxmin", "quote", "cyr"}),
     ("  sel: {NoSuchField: 'x'}\n  condition: not sel", set(EVENTS)),
     ("  sel: {EventID|lt: 10}\n  condition: not sel", set(EVENTS)),
     # keywords: substrings of the raw record or message, case-insensitive, spaces and dots allowed
