@@ -81,15 +81,15 @@ def like_pattern(value: SigmaString) -> str:
 def _affix_test(value: SigmaString) -> Callable[[str], str] | None:
     """`startswith` / `endswith` (one run of text, a `*` after or before it): a prefix or suffix test on the
     lower-cased text instead of ILIKE, which ClickHouse runs as a regular expression unless the pattern is
-    `%text%` (measured on a live batch: the SigmaHQ process-creation scan 345 -> 300 ms of server CPU). It folds
+    `%text%` (measured on a 50 k-event live batch: its candidate rule scans 345 -> 300 ms of server CPU). It folds
     as equality does (lowerUTF8), and `lowerUTF8(field)` is computed once per query however many rules test it."""
-    parts = value.s
-    if len(parts) != 2 or not all(isinstance(p, str) or p == SpecialChars.WILDCARD_MULTI for p in parts):
+    if len(value.s) != 2:
         return None
-    if parts[0] == SpecialChars.WILDCARD_MULTI and isinstance(parts[1], str):
-        function, text = "endsWith", parts[1]
-    elif parts[1] == SpecialChars.WILDCARD_MULTI and isinstance(parts[0], str):
-        function, text = "startsWith", parts[0]
+    head, tail = value.s
+    if head == SpecialChars.WILDCARD_MULTI and isinstance(tail, str):
+        function, text = "endsWith", tail
+    elif tail == SpecialChars.WILDCARD_MULTI and isinstance(head, str):
+        function, text = "startsWith", head
     else:
         return None
     literal = sql_string(text.lower())
