@@ -3,8 +3,8 @@ is here, the schema it is handed, its writer and reader of the wire form (pipeli
 prefilter's literal search (pipeline.detect.engine).
 
 Everything it does has a twin that gives the same result (the Python parsers and schema; for the literal search,
-ClickHouse's Hyperscan query, of which it finds a superset); it answers None, or names the events, where it is not
-certain to agree, and the twin does that work (and writes any error). Without the module, or with
+ClickHouse's Hyperscan query, as far as a literal lies inside one field); it answers None, or names the events,
+where it is not certain to agree, and the twin does that work (and writes any error). Without the module, or with
 GANZHI_NATIVE=0, the twins do all of it.
 """
 
@@ -50,9 +50,10 @@ def event_loads() -> Callable[[bytes], dict[str, Any]]:
 LiteralScan = Callable[[list[dict[str, Any]]], tuple[list[int], list[int]]]
 
 
-def literal_scanner(literals: Sequence[str]) -> LiteralScan | None:
-    """A search of in-memory events for the prefilter's lower-case literals: (the 1-based numbers of those some
-    event holds, the positions of events it could not search, for ClickHouse to); None without the module."""
+def literal_scanner(literals: Sequence[str], keys: Sequence[str]) -> LiteralScan | None:
+    """A search of in-memory events' fields `keys` for the prefilter's lower-case literals: (the 1-based numbers
+    of those some field holds, the positions of events it could not search, for ClickHouse to); None without
+    the module."""
     if not available() or not literals:
         return None
-    return ganzhi_jsonlogs.LiteralScanner(list(literals)).scan
+    return ganzhi_jsonlogs.LiteralScanner(list(literals), list(keys)).scan

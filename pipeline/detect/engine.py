@@ -336,7 +336,8 @@ class Detector:
 
     @cached_property
     def _literal_scan(self) -> native.LiteralScan | None:
-        return native.literal_scanner(self._literals.literals)  # built on first use: live batches only
+        # built on first use: live batches only
+        return native.literal_scanner(self._literals.literals, self._literals.keys)
 
     def _found_literals(self, selector: Selector, events: list[dict[str, Any]] | None) -> list[int]:
         """The numbers of the literals the selected rows hold: natively over `events` where it can, else one

@@ -58,6 +58,7 @@ TEXT_KINDS = ("str", "lcstr", "strs", "extra")
 _CASELESS_CATEGORIES = frozenset({"Lo", "So", "Sm", "Sc", "Sk", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Pc", "Mn", "Mc",
                                   "Me", "Cf", "Zs", "Nd", "No", "Lm"})
 KEYWORD_FIELDS = ("`raw`", "`message`")
+_COLUMN = re.compile(r"`([^`]+)`")  # the column a field's SQL reads
 
 
 def necessary(node: Any) -> Needs | None:
@@ -212,6 +213,7 @@ class LiteralIndex:
     literal may then be found in another field than its own only adds candidates, never loses one."""
 
     haystack: str  # SQL: the lower-cased text of a row searched for the literals
+    keys: tuple[str, ...]  # the event fields that text is made of (`extra`: every value of the map)
     literals: tuple[str, ...]
     owners: tuple[tuple[tuple[int, int], ...], ...]  # per literal: (rule position, clause number) it serves
     clauses: tuple[int, ...]  # per rule position: how many clauses it has (0: no prefilter)
@@ -247,8 +249,9 @@ def literal_index(needs: Sequence[Sequence[Sequence[tuple[str, str]]] | None]) -
     parts = sorted(f for f in fields if not f.startswith("extra["))
     if any(f.startswith("extra[") for f in fields):
         parts.append("arrayStringConcat(mapValues(extra), '\\n')")
+    keys = sorted({"extra" if f.startswith("extra[") else _COLUMN.search(f)[1] for f in fields})  # type: ignore[index]
     joined = ", '\\n', ".join(parts)  # one line per field (a literal across two only adds a candidate)
     haystack = f"lowerUTF8(concat({joined}, ''))" if parts else "''"
     literals = tuple(sorted(owners))
-    return LiteralIndex(haystack, literals, tuple(tuple(sorted(owners[x])) for x in literals),
+    return LiteralIndex(haystack, tuple(keys), literals, tuple(tuple(sorted(owners[x])) for x in literals),
                         tuple(len(c or ()) for c in needs))

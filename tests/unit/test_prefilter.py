@@ -180,15 +180,19 @@ def test_prefilter_and_plain_sql_find_the_same(embedded_store) -> None:
     plain = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset, prefilter=False).run_rules(everything)}
     filtered = {(h.rule_id, h.event_id) for h in Detector(embedded_store, ruleset).run_rules(everything)}
     assert filtered == plain
-    # a live batch in memory: the native module searches the events for the literals, ClickHouse only those it
-    # cannot lower-case for certain (the Cyrillic line)
+    # a live batch in memory: the native module searches the events' fields for the literals, ClickHouse only
+    # those it cannot lower-case for certain (the Cyrillic line); both find the same literals
     detector, batch = Detector(embedded_store, ruleset), Selector.batch(events)
     assert {(h.rule_id, h.event_id) for h in detector.run_live(batch, events)} == plain
     if native.available():
         found, unsure = detector._literal_scan(events)
         assert {events[i]["process_command_line"] for i in unsure} == {lines[-1]}
         sure = [e for i, e in enumerate(events) if i not in unsure]
-        assert set(found) >= set(detector._found_literals(Selector.batch(sure), None))
+        assert sorted(found) == sorted(detector._found_literals(Selector.batch(sure), None))
+        assert set(detector._literals.keys) == {"extra", "process_command_line", "process_image", "raw", "message"}
+        every_literal = " ".join(detector._literals.literals)  # in a field no rule reads: nothing found
+        assert detector._literal_scan([{"host_name": every_literal}]) == ([], [])
+        assert len(detector._literal_scan([{"raw": every_literal}])[0]) == len(detector._literals.literals)
     per_rule = {rid: sum(1 for r, _ in plain if r == rid) for rid in (r.rule_id for r in ruleset.rules)}
     # r1: the CMD.EXE whoami line with the cmd.exe image; r2: 100%, a_b (not aXb), C:\TEMP\X.EXE, 2 images each;
     # r3: extra IntegrityLevel HIGH on even lines; r4: the MimiKatz line, 2 images; r5: the 管理员ADMIN组 line;

@@ -1,11 +1,12 @@
 //! The detection prefilter's literal search (pipeline/detect/prefilter.py) over a live batch still in memory:
 //! which of the rules' necessary literals occur in the batch's events, without asking ClickHouse.
 //!
-//! ClickHouse finds them in lowerUTF8 of a row's text fields; this searches every text value of an event
-//! (strings, their lists, the `extra` map's values), lower-cased: a superset of those fields, so it finds
-//! at least what ClickHouse finds. Each distinct text is searched once per batch. Lower-casing is certain only
-//! for ASCII and for characters without case forms; an event holding any other character is reported back, for
-//! ClickHouse to search.
+//! The exact conditions need a literal inside its own field, so this searches the text of those fields only
+//! (the keys it is given; `extra`: all the map's values, as `mapValues` does), each value on its own and
+//! lower-cased: it finds every literal some field holds (ClickHouse, matching the fields joined into one
+//! text, may also find one across two fields, which no condition matches). Each distinct text is searched
+//! once per batch. Lower-casing is certain only for ASCII and for characters without case forms; an event
+//! holding any other character is reported back, for ClickHouse to search.
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -19,6 +20,7 @@ use crate::*;
 #[pyclass(frozen)]
 pub struct LiteralScanner {
     automaton: AhoCorasick,
+    keys: Vec<Py<PyString>>,
 }
 
 /// Appends `text` lower-cased as lowerUTF8 would; false when a character might fold otherwise.
@@ -76,22 +78,32 @@ impl Texts {
 
 #[pymethods]
 impl LiteralScanner {
-    /// `literals`: lower-case, as the prefilter's LiteralIndex holds them (numbered from 1 in that order).
+    /// `literals`: lower-case, as the prefilter's LiteralIndex holds them (numbered from 1 in that order);
+    /// `keys`: the event fields they belong to.
     #[new]
-    fn new(literals: Vec<String>) -> PyResult<Self> {
+    fn new(py: Python<'_>, literals: Vec<String>, keys: Vec<String>) -> PyResult<Self> {
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
             .build(&literals)
             .map_err(|e| PyValueError::new_err(format!("literal automaton: {e}")))?;
-        Ok(Self { automaton })
+        let keys = keys.iter().map(|k| PyString::intern(py, k).unbind()).collect();
+        Ok(Self { automaton, keys })
     }
 
     /// (the 1-based numbers of the literals some event holds, the positions of the events not searched).
     fn scan(&self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<(Vec<u32>, Vec<usize>)> {
         let mut texts = Texts { text: Vec::with_capacity(4096), ..Texts::default() };
         let mut unsure = Vec::new();
+        let keys: Vec<&Bound<'_, PyString>> = self.keys.iter().map(|k| k.bind(py)).collect();
         for (position, event) in events.iter().enumerate() {
-            if !texts.gather(event.cast::<PyDict>()?.as_any()) {
+            let event = event.cast::<PyDict>()?;
+            let mut sure = true;
+            for key in &keys {
+                if let Some(value) = event.get_item(key)? {
+                    sure &= texts.gather(&value);
+                }
+            }
+            if !sure {
                 unsure.push(position);
             }
         }
