@@ -73,29 +73,57 @@ _SELECT_CONTEXT = ", ".join(f"hex({c}) AS c_{c}" if c in _IP_CONTEXT else f"mate
 _CONTEXT_ALIASES = ", ".join(f"c_{c}" for c in CONTEXT_FIELDS)
 
 
+MAX_SPANS = 8  # time spans a live batch's rows are looked up in (each one a range of the sorting key)
+SPAN_GAP_MS = 1_000  # a gap in a batch's event times wider than this may separate two spans
+
+
+def time_spans(stamps: Sequence[int], max_spans: int = MAX_SPANS, gap_ms: int = SPAN_GAP_MS
+               ) -> tuple[tuple[int, int], ...]:
+    """[lo, hi) spans covering every stamp, split at the widest gaps (at most `max_spans` spans). A live batch is
+    mostly its own second plus a few late events (a Zeek connection logged when it ends, a forwarder's buffer):
+    one range from the oldest to the newest would read every row stored in between."""
+    ordered = sorted(stamps)
+    gaps = sorted(((ordered[i + 1] - ordered[i], i) for i in range(len(ordered) - 1)
+                   if ordered[i + 1] - ordered[i] > gap_ms), reverse=True)[:max_spans - 1]
+    cuts = sorted(i for _, i in gaps)
+    starts = [0, *(i + 1 for i in cuts)]
+    ends = [*cuts, len(ordered) - 1]
+    return tuple((ordered[a], ordered[b] + 1) for a, b in zip(starts, ends, strict=True))
+
+
 @dataclass(frozen=True)
 class Selector:
-    """Which events to evaluate: a time range [lo_ms, hi_ms), optionally narrowed to a batch's ids."""
+    """Which events to evaluate: a time range [lo_ms, hi_ms), optionally narrowed to a batch's ids, which lie in
+    `spans` within it."""
 
     lo_ms: int
     hi_ms: int
     event_ids: tuple[str, ...] | None = None
+    spans: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def batch(cls, events: Sequence[dict[str, Any]]) -> Selector:
-        stamps = [e["ts"] for e in events]
-        return cls(min(stamps), max(stamps) + 1, tuple(e["event_id"] for e in events))
+        spans = time_spans([e["ts"] for e in events])
+        return cls(spans[0][0], spans[-1][1], tuple(e["event_id"] for e in events), spans)
 
     def sql(self, prefix: str = "") -> str:
         """The filter; `prefix` names its parameters apart when one query holds two selectors."""
-        where = (f"ts >= fromUnixTimestamp64Milli({{{prefix}lo_ms:Int64}}, 'UTC') "
-                 f"AND ts < fromUnixTimestamp64Milli({{{prefix}hi_ms:Int64}}, 'UTC')")
+        def between(lo: str, hi: str) -> str:
+            return (f"ts >= fromUnixTimestamp64Milli({{{prefix}{lo}:Int64}}, 'UTC') "
+                    f"AND ts < fromUnixTimestamp64Milli({{{prefix}{hi}:Int64}}, 'UTC')")
+
+        where = between("lo_ms", "hi_ms")
+        if len(self.spans) > 1:  # the envelope too: partitions are pruned by it
+            where += " AND (" + " OR ".join(f"({between(f'lo_{i}', f'hi_{i}')})" for i in range(len(self.spans))) + ")"
         if self.event_ids is not None:
             where += f" AND {in_array('event_id', f'{prefix}event_ids')}"
         return where
 
     def params(self, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {f"{prefix}lo_ms": self.lo_ms, f"{prefix}hi_ms": self.hi_ms}
+        if len(self.spans) > 1:
+            for i, (lo, hi) in enumerate(self.spans):
+                out |= {f"{prefix}lo_{i}": lo, f"{prefix}hi_{i}": hi}
         if self.event_ids is not None:
             out[f"{prefix}event_ids"] = list(self.event_ids)
         return out
@@ -347,7 +375,7 @@ class Detector:
                                  selector.params())
         found, unsure = scan(events)
         if unsure:  # text the native search cannot lower-case as lowerUTF8 does
-            rest = Selector(selector.lo_ms, selector.hi_ms, tuple(events[i]["event_id"] for i in unsure))
+            rest = replace(selector, event_ids=tuple(events[i]["event_id"] for i in unsure))
             found = sorted({*found, *self._found_literals(rest, None)})
         return found
 
