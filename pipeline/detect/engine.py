@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
+from itertools import pairwise
 from typing import Any
 
 from pipeline import native
@@ -83,8 +84,8 @@ def time_spans(stamps: Sequence[int], max_spans: int = MAX_SPANS, gap_ms: int = 
     mostly its own second plus a few late events (a Zeek connection logged when it ends, a forwarder's buffer):
     one range from the oldest to the newest would read every row stored in between."""
     ordered = sorted(stamps)
-    gaps = sorted(((ordered[i + 1] - ordered[i], i) for i in range(len(ordered) - 1)
-                   if ordered[i + 1] - ordered[i] > gap_ms), reverse=True)[:max_spans - 1]
+    gaps = sorted(((b - a, i) for i, (a, b) in enumerate(pairwise(ordered)) if b - a > gap_ms),
+                  reverse=True)[:max_spans - 1]
     cuts = sorted(i for _, i in gaps)
     starts = [0, *(i + 1 for i in cuts)]
     ends = [*cuts, len(ordered) - 1]
