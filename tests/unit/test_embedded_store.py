@@ -57,3 +57,20 @@ def test_existing_event_ids(embedded_store) -> None:
 def test_bad_sql_is_a_store_error(embedded_store) -> None:
     with pytest.raises(StoreError, match=r"UNKNOWN_TABLE|Unknown table"):
         embedded_store.query("SELECT * FROM no_such_table")
+
+
+def test_result_rows_normalized_column_by_column() -> None:
+    """normalize_rows converts only the columns whose type needs it, and agrees with value-by-value conversion."""
+    from pipeline.store.base import normalize_rows, normalize_value
+
+    types = ["String", "UInt64", "Nullable(Int32)", "IPv6", "Array(UInt16)", "LowCardinality(String)",
+             "DateTime64(3, 'UTC')"]
+    rows = [("a", "18446744073709551615", None, "::ffff:10.1.2.3", (1, 2), "x", "2026-12-05 10:00:00.250"),
+            ("", 7, -3, "::", (), "", datetime(2026, 12, 5, 10, 0, tzinfo=UTC))]
+    expected = [tuple(normalize_value(t, v) for t, v in zip(types, row, strict=True)) for row in rows]
+    assert normalize_rows(types, rows) == expected
+    assert expected[0][1] == 18446744073709551615 and expected[0][3] == "10.1.2.3" and expected[1][3] == ""
+    assert expected[0][4] == [1, 2] and expected[0][2] is None
+    assert normalize_rows(types, []) == []
+    strings = [("a", "b"), ("c", "d")]
+    assert normalize_rows(["String", "String"], strings) == strings
