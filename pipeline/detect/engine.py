@@ -190,6 +190,22 @@ def _context(row: Sequence[Any], offset: int) -> dict[str, str]:
             for name, value in zip(CONTEXT_FIELDS, row[offset:offset + len(CONTEXT_FIELDS)], strict=True)}
 
 
+@lru_cache(maxsize=65_536)
+def _stored_ip(text: str) -> str:
+    """An address as it reads back from its IPv6 column (see ip_text): the unset address '', no zone index."""
+    return ip_text(text.split("%", 1)[0]) if text else ""
+
+
+def _stored_hit(rule_id: str, event: dict[str, Any]) -> Hit:
+    """A single-event rule's hit on an event held in memory exactly as stored: what run_group reads otherwise."""
+    context = {name: (_stored_ip(event.get(name, "")) if name in _IP_CONTEXT else event.get(name) or "")
+               for name in CONTEXT_FIELDS}
+    entity = _entity(context)
+    ts = event["ts"]
+    window = ts - ts % ALERT_WINDOW_MS
+    return Hit(alert_id(rule_id, entity, window), rule_id, event["event_id"], ts, entity, window, context)
+
+
 def _entity(context: dict[str, str]) -> str:
     for name in ENTITY_FIELDS:
         if context.get(name):
@@ -328,11 +344,15 @@ class Detector:
 
     # -- SQL ----------------------------------------------------------------------------------------
 
-    def group_sql(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> str:
-        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event)."""
+    def group_sql(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector,
+                  context: bool = True) -> str:
+        """One scan of the events of a log source evaluating all its rules; a row per (rule no., event), with the
+        event's time and context fields unless the caller holds the events (`context=False`)."""
         numbers = ", ".join(str(i) for i in range(len(rules)))
         conditions = ", ".join(f"({r.where})" for r in rules)
-        return (f"SELECT rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT} FROM events "
+        columns = f"rule_no, event_id, toUnixTimestamp64Milli(ts) AS t, {_SELECT_CONTEXT}" if context else \
+            "rule_no, event_id"
+        return (f"SELECT {columns} FROM events "
                 f"ARRAY JOIN arrayFilter((n, m) -> m, [{numbers}], [{conditions}]) AS rule_no "
                 f"WHERE {selector.sql()} AND ({logsource})")
 
@@ -534,19 +554,31 @@ class Detector:
         prefilter stops being a step every batch waits for. The hits are the same: a rule can only match a row
         holding its necessary literals, so a rule the prefilter would have left out finds nothing."""
         groups = self.groups if groups is None else list(groups)
+        stored = None if events is None else {e["event_id"]: e for e in events}
         if not self.prefilter:
-            return [self._submit(self.run_group, source, rules, selector) for source, rules in groups]
+            return [self._submit(self.run_group, source, rules, selector, stored) for source, rules in groups]
         guess = self._guess if speculate and self.parallel > 1 else []
-        early = [self._submit(self.run_group, source, rules, selector) for source, rules in merge_small_groups(guess)]
+        early = [self._submit(self.run_group, source, rules, selector, stored)
+                 for source, rules in merge_small_groups(guess)]
         needed = self.candidate_groups(selector, groups, events)
         if speculate:
             self._guess = needed
         guessed = {id(r) for _, rules in guess for r in rules}
         rest = [(source, [r for r in rules if id(r) not in guessed]) for source, rules in needed]
-        return early + [self._submit(self.run_group, source, rules, selector)
+        return early + [self._submit(self.run_group, source, rules, selector, stored)
                         for source, rules in merge_small_groups([(s, r) for s, r in rest if r])]
 
-    def run_group(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector) -> list[Hit]:
+    def run_group(self, logsource: str, rules: Sequence[CompiledRule], selector: Selector,
+                  stored: dict[str, dict[str, Any]] | None = None) -> list[Hit]:
+        """`stored`: the selected rows as stored, by event id (a live batch in memory); the query then returns only
+        which rule matched which event, and each hit's time and context come from the event in memory (a live
+        batch's hits are many: their columns cost the server and the client more than the scan itself)."""
+        if stored is not None:
+            result = self.store.query(self.group_sql(logsource, rules, selector, context=False), selector.params(),
+                                      settings=DETECTION_SETTINGS)
+            if all(row[1] in stored for row in result.rows):
+                return [_stored_hit(rules[no].rule_id, stored[eid]) for no, eid in result.rows]
+            log.warning("live batch: a %s hit is not among the batch's events; reading hits from the store", logsource)
         result = self.store.query(self.group_sql(logsource, rules, selector), selector.params(),
                                   settings=DETECTION_SETTINGS)
         hits = []
